@@ -1,0 +1,166 @@
+//! Sans-IO zstd decompression on the `zstd` crate's raw streaming API.
+
+use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
+
+use crate::{Error, TruncatedPart};
+
+/// The magic number that starts every zstd frame.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// How far one call of [`ZstdDecoder::decompress`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Compressed bytes taken from the input.
+    pub consumed: usize,
+    /// Decompressed bytes written to the output.
+    pub produced: usize,
+}
+
+/// A streaming zstd decompressor: compressed bytes in, decompressed bytes written into
+/// a caller's buffer, any number of concatenated frames.
+///
+/// Input is consumed only as far as the output has room (backpressure reaches the
+/// input), so memory stays at the zstd context plus its window, which is capped
+/// ([`ZstdDecoder::DEFAULT_WINDOW_LOG_MAX`] unless configured).
+pub struct ZstdDecoder {
+    decoder: Decoder<'static>,
+    window_log_max: u32,
+    /// Compressed bytes consumed so far.
+    consumed: u64,
+    /// Input was taken since the last frame ended.
+    in_frame: bool,
+    /// Compressed offset where the current (or next) frame starts.
+    frame_start: u64,
+    /// The last call filled the output: zstd may hold more decompressed bytes.
+    output_pending: bool,
+}
+
+impl std::fmt::Debug for ZstdDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZstdDecoder")
+            .field("window_log_max", &self.window_log_max)
+            .field("consumed", &self.consumed)
+            .field("in_frame", &self.in_frame)
+            .field("output_pending", &self.output_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZstdDecoder {
+    /// Default window limit: 2^27 bytes (128 MiB), zstd's own default cap.
+    pub const DEFAULT_WINDOW_LOG_MAX: u32 = 27;
+
+    /// Creates a decoder that rejects frames asking for a window above
+    /// 2^`window_log_max` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `window_log_max` is outside 10..=31 or zstd cannot create
+    /// its context.
+    pub fn new(window_log_max: u32) -> Result<Self, Error> {
+        if !(10..=31).contains(&window_log_max) {
+            return Err(Error::Config(format!(
+                "zstd window_log_max {window_log_max} is outside 10..=31"
+            )));
+        }
+        let mut decoder =
+            Decoder::new().map_err(|e| Error::Config(format!("zstd context: {e}")))?;
+        decoder
+            .set_parameter(DParameter::WindowLogMax(window_log_max))
+            .map_err(|e| Error::Config(format!("zstd window limit: {e}")))?;
+        Ok(Self {
+            decoder,
+            window_log_max,
+            consumed: 0,
+            in_frame: false,
+            frame_start: 0,
+            output_pending: false,
+        })
+    }
+
+    /// Decompresses from `input` into `output` until the input is used up or the
+    /// output is full.
+    ///
+    /// # Errors
+    /// [`Error::WindowTooLarge`] for a frame over the window limit,
+    /// [`Error::Decompression`] for anything else zstd rejects. After an error the
+    /// decoder must not be used again.
+    pub fn decompress(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+        let mut inb = InBuffer::around(input);
+        let mut outb = OutBuffer::around(output);
+        loop {
+            let before = (inb.pos(), outb.pos());
+            let hint = self
+                .decoder
+                .run(&mut inb, &mut outb)
+                .map_err(|e| self.error(&e))?;
+            if inb.pos() > before.0 {
+                self.in_frame = true;
+            }
+            if hint == 0 {
+                // A frame ended and its output is flushed.
+                self.in_frame = false;
+                self.frame_start = self.consumed + inb.pos() as u64;
+            }
+            let full = outb.pos() == outb.capacity();
+            let stalled = (inb.pos(), outb.pos()) == before;
+            if full || inb.pos() == input.len() || stalled {
+                self.output_pending = full;
+                break;
+            }
+        }
+        let progress = Progress {
+            consumed: inb.pos(),
+            produced: outb.pos(),
+        };
+        self.consumed += progress.consumed as u64;
+        Ok(progress)
+    }
+
+    /// Whether zstd may still hold decompressed bytes that did not fit the last output
+    /// (call [`decompress`](Self::decompress) again, even with no input).
+    pub fn output_pending(&self) -> bool {
+        self.output_pending
+    }
+
+    /// Whether the input so far ends inside a frame.
+    pub fn in_frame(&self) -> bool {
+        self.in_frame
+    }
+
+    /// Compressed bytes consumed so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Checks, at the end of the input, that no frame was left unfinished.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] with part [`TruncatedPart::ZstdFrame`] when the input ended
+    /// inside a frame.
+    pub fn finish(&self) -> Result<(), Error> {
+        if self.in_frame {
+            return Err(Error::Truncated {
+                part: TruncatedPart::ZstdFrame,
+                offset: self.frame_start,
+                have: usize::try_from(self.consumed - self.frame_start).unwrap_or(usize::MAX),
+                need: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn error(&self, err: &std::io::Error) -> Error {
+        let reason = err.to_string();
+        if reason.contains("too much memory") || reason.contains("window") {
+            Error::WindowTooLarge {
+                offset: self.consumed,
+                window_log_max: self.window_log_max,
+            }
+        } else {
+            Error::Decompression {
+                offset: self.consumed,
+                reason,
+            }
+        }
+    }
+}
