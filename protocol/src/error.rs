@@ -14,6 +14,13 @@ pub enum TruncatedPart {
     Record,
     /// A zstd frame: the compressed input ended before the frame did.
     ZstdFrame,
+    /// An HTTP response head (status line and headers).
+    HttpHead,
+    /// An HTTP response body (Content-Length or chunked, or close-delimited without
+    /// a TLS close_notify).
+    HttpBody,
+    /// A TLS record or the TLS handshake.
+    Tls,
 }
 
 impl fmt::Display for TruncatedPart {
@@ -23,6 +30,9 @@ impl fmt::Display for TruncatedPart {
             Self::Metadata => "the DBN metadata",
             Self::Record => "a DBN record",
             Self::ZstdFrame => "a zstd frame",
+            Self::HttpHead => "an HTTP response head",
+            Self::HttpBody => "an HTTP response body",
+            Self::Tls => "the TLS stream",
         })
     }
 }
@@ -45,6 +55,42 @@ pub enum ErrorKind {
     Decompression,
     /// The input ended inside a prelude, metadata block, record or zstd frame.
     Truncated,
+    /// The caller asked for something invalid (an empty symbol list, a snapshot with a
+    /// start time, a start time after the session started); nothing was sent.
+    Usage,
+    /// The peer broke the control protocol (a line over the limit, an unexpected line,
+    /// data where none may come).
+    Protocol,
+    /// The gateway rejected the API key or the session request.
+    Auth,
+    /// A deadline passed (authentication, heartbeat).
+    Timeout,
+    /// The connection ended before the session could start.
+    Closed,
+    /// TLS failed: handshake, certificate (untrusted root, wrong host name), or a
+    /// corrupt record.
+    Tls,
+    /// The HTTP server answered with a status of 300 or more.
+    HttpStatus,
+}
+
+/// Which deadline of a session passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimerKind {
+    /// The handshake (greeting, challenge, authentication response) took too long.
+    Auth,
+    /// Nothing arrived from the gateway for the heartbeat interval plus 5 seconds.
+    Heartbeat,
+}
+
+impl fmt::Display for TimerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auth => "authentication",
+            Self::Heartbeat => "heartbeat",
+        })
+    }
 }
 
 /// Every failure of the decoding core, each naming the stream offset where it was found.
@@ -163,10 +209,28 @@ pub enum Error {
         version: u8,
     },
 
+    /// A field that the `dbn` crate's struct for this record holds as a Rust enum has
+    /// a byte outside that enum (v1 and v2 instrument definitions); viewing the record
+    /// as its struct would be undefined behaviour, so it is refused.
+    #[error(
+        "record at offset {offset} with rtype {rtype:#04x}: field {field} holds {value:#04x}, which is not a value DBN defines"
+    )]
+    InvalidRecordField {
+        /// Offset of the record.
+        offset: u64,
+        /// The record type byte.
+        rtype: u8,
+        /// The field's name.
+        field: &'static str,
+        /// The byte found.
+        value: u8,
+    },
+
     /// The zstd decoder rejected the compressed input.
     #[error("zstd decompression failed at compressed offset {offset}: {reason}")]
     Decompression {
-        /// Compressed input offset where the failing call started.
+        /// Compressed input offset of the zstd frame that failed (or of the bytes
+        /// that should have started a frame).
         offset: u64,
         /// The zstd error text.
         reason: String,
@@ -177,7 +241,8 @@ pub enum Error {
         "zstd frame at compressed offset {offset} needs a window above the limit of 2^{window_log_max} bytes"
     )]
     WindowTooLarge {
-        /// Compressed input offset where the failing call started.
+        /// Compressed input offset of the zstd frame that failed (or of the bytes
+        /// that should have started a frame).
         offset: u64,
         /// The configured limit, as a power of two.
         window_log_max: u32,
@@ -198,6 +263,124 @@ pub enum Error {
         /// Bytes it needed in all, when known.
         need: Option<usize>,
     },
+
+    /// A request the caller made is invalid; nothing was sent.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// A control line from the peer exceeds the line length limit.
+    #[error("control line at offset {offset} exceeds the limit of {limit} bytes")]
+    LineTooLong {
+        /// Offset of the line's first byte in the connection's input.
+        offset: u64,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// A control line from the peer is not what the protocol expects at this point.
+    #[error("unexpected line from the gateway while waiting for {expected}: {line:?}")]
+    UnexpectedLine {
+        /// What the session was waiting for.
+        expected: &'static str,
+        /// The line received (without its newline, at most 256 bytes).
+        line: String,
+    },
+
+    /// The gateway sent bytes where the protocol allows none.
+    #[error("the gateway sent data at offset {offset} before the session was started")]
+    UnexpectedData {
+        /// Offset of the first unexpected byte in the connection's input.
+        offset: u64,
+    },
+
+    /// The gateway rejected authentication; `message` is its text (or the raw
+    /// response line when it carried no `error` field).
+    #[error("authentication rejected by the gateway: {message}")]
+    AuthRejected {
+        /// The gateway's explanation.
+        message: String,
+    },
+
+    /// A deadline passed.
+    #[error("{timer} timeout: nothing completed within {after:?}")]
+    Timeout {
+        /// Which deadline.
+        timer: TimerKind,
+        /// How long the session waited.
+        after: std::time::Duration,
+    },
+
+    /// The connection ended during the handshake.
+    #[error("the gateway closed the connection during the handshake after {received} bytes")]
+    ClosedDuringHandshake {
+        /// Bytes received on the connection.
+        received: u64,
+    },
+
+    /// The HTTP response head is larger than the configured limit.
+    #[error("HTTP response head exceeds the limit of {limit} bytes")]
+    HttpHeadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The HTTP response has more headers than the configured limit.
+    #[error("HTTP response has more than {limit} headers")]
+    HttpTooManyHeaders {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The HTTP response is malformed (status line, header, Content-Length, chunk
+    /// framing).
+    #[error("malformed HTTP response at offset {offset}: {reason}")]
+    HttpMalformed {
+        /// Offset in the connection's response bytes.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The server answered with a status of 300 or more.
+    #[error("{0}")]
+    HttpStatus(Box<HttpStatusError>),
+
+    /// TLS failed.
+    #[error("TLS error: {reason}")]
+    Tls {
+        /// What rustls reported (handshake, certificate, record).
+        reason: String,
+    },
+}
+
+/// An HTTP response with a status of 300 or more, as the Historical API reports errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpStatusError {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase of the status line.
+    pub reason: String,
+    /// The message: `detail` (or `detail.message`) of a JSON body, else the raw body.
+    pub message: String,
+    /// `detail.case` of a structured JSON error, when present.
+    pub case: Option<String>,
+    /// The raw body, cut to 4 KiB.
+    pub body: String,
+    /// The `request-id` response header, when present.
+    pub request_id: Option<String>,
+}
+
+impl fmt::Display for HttpStatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {} {}: {}", self.status, self.reason, self.message)?;
+        if let Some(case) = &self.case {
+            write!(f, " (case {case})")?;
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " [request-id {id}]")?;
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -212,16 +395,42 @@ impl Error {
             Self::MetadataTooShort { .. }
             | Self::MetadataTooLarge { .. }
             | Self::Metadata { .. } => ErrorKind::Metadata,
-            Self::RecordLength { .. } | Self::RecordTooShort { .. } => ErrorKind::Framing,
+            Self::RecordLength { .. }
+            | Self::RecordTooShort { .. }
+            | Self::InvalidRecordField { .. } => ErrorKind::Framing,
             Self::Decompression { .. } | Self::WindowTooLarge { .. } => ErrorKind::Decompression,
             Self::Truncated { .. } => ErrorKind::Truncated,
+            Self::InvalidRequest(_) => ErrorKind::Usage,
+            Self::LineTooLong { .. } | Self::UnexpectedLine { .. } | Self::UnexpectedData { .. } => {
+                ErrorKind::Protocol
+            }
+            Self::AuthRejected { .. } => ErrorKind::Auth,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::ClosedDuringHandshake { .. } => ErrorKind::Closed,
+            Self::HttpHeadTooLarge { .. }
+            | Self::HttpTooManyHeaders { .. }
+            | Self::HttpMalformed { .. } => ErrorKind::Protocol,
+            Self::HttpStatus(_) => ErrorKind::HttpStatus,
+            Self::Tls { .. } => ErrorKind::Tls,
         }
     }
 
     /// The stream offset the error names, if it names one.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            Self::Config(_) | Self::PolicyConflict { .. } => None,
+            Self::Config(_)
+            | Self::PolicyConflict { .. }
+            | Self::InvalidRequest(_)
+            | Self::UnexpectedLine { .. }
+            | Self::AuthRejected { .. }
+            | Self::Timeout { .. }
+            | Self::ClosedDuringHandshake { .. }
+            | Self::HttpHeadTooLarge { .. }
+            | Self::HttpTooManyHeaders { .. }
+            | Self::HttpStatus(_)
+            | Self::Tls { .. } => None,
+            Self::HttpMalformed { offset, .. } => Some(*offset),
+            Self::LineTooLong { offset, .. } | Self::UnexpectedData { offset } => Some(*offset),
             Self::LegacyDbz { offset }
             | Self::NotDbn { offset, .. }
             | Self::UnsupportedVersion { offset, .. }
@@ -230,6 +439,7 @@ impl Error {
             | Self::Metadata { offset, .. }
             | Self::RecordLength { offset, .. }
             | Self::RecordTooShort { offset, .. }
+            | Self::InvalidRecordField { offset, .. }
             | Self::Decompression { offset, .. }
             | Self::WindowTooLarge { offset, .. }
             | Self::Truncated { offset, .. } => Some(*offset),

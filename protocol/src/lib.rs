@@ -6,7 +6,13 @@
 //! polled, and is told explicitly when input ends. Drivers (`dbn-pipe-mio`,
 //! `dbn-pipe-tokio`, or your own loop) move the bytes.
 //!
-//! This release holds the decoding core that every session builds on:
+//! What it holds:
+//!
+//! - [`live::LiveSession`]: the Live API (CRAM authentication, subscriptions,
+//!   `start_session`, the DBN stream plain or zstd, heartbeat and auth timeouts with
+//!   time passed in, gateway notices classified, reconnects that fill the gap).
+//!
+//! and the decoding core every session builds on:
 //!
 //! - [`DbnDecoder`]: DBN versions 1 to 3, whole streams or record-only fragments,
 //!   records handed out as borrowed [`dbn::RecordRef`]s from an aligned buffer of fixed
@@ -54,6 +60,65 @@
 //! # }
 //! ```
 //!
+//! ## A live session driven by hand
+//!
+//! Every driver (mio, tokio, a test) runs the same loop: feed what the socket gave,
+//! write what the session wants sent, drain events, honour the deadline.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use dbn::Schema;
+//! use dbn_pipe_protocol::live::{ApiKey, LiveConfig, LiveEvent, LiveSession, Subscription};
+//!
+//! # fn main() -> Result<(), dbn_pipe_protocol::Error> {
+//! # let mut gateway = dbn_pipe_protocol::doc_support::scripted_gateway().into_iter();
+//! let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE")?; // from DATABENTO_API_KEY
+//! let mut now = Instant::now();
+//! let mut session = LiveSession::new(LiveConfig::new(key, "GLBX.MDP3"), now)?;
+//! session.subscribe(Subscription::new(Schema::Mbo, ["ESH1"]))?;
+//! session.start(now)?;
+//! let mut outgoing = Vec::new();
+//! let mut records = 0;
+//! 'connection: loop {
+//!     // 1. Whatever the session wants sent goes to the socket.
+//!     let _ = session.poll_transmit(&mut outgoing);
+//!     outgoing.clear(); // socket.write_all(&outgoing)
+//!     // 2. Drain events after every mutation.
+//!     while let Some(event) = session.poll_event()? {
+//!         match event {
+//!             LiveEvent::Records(batch) => records += batch.count(),
+//!             LiveEvent::Closed(closed) => {
+//!                 assert!(closed.is_clean());
+//!                 break 'connection;
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//!     // 3. Wait for input or the deadline (here: the next scripted read).
+//!     let _deadline = session.poll_timeout();
+//!     now += Duration::from_millis(1);
+//!     match gateway.next() {
+//!         Some(bytes) => {
+//!             let mut bytes = &bytes[..];
+//!             while !bytes.is_empty() {
+//!                 let taken = session.handle_input(now, bytes); // fewer = backpressure
+//!                 bytes = &bytes[taken..];
+//!                 while let Some(event) = session.poll_event()? {
+//!                     if let LiveEvent::Records(batch) = event {
+//!                         records += batch.count();
+//!                     }
+//!                 }
+//!             }
+//!         }
+//!         None => session.handle_eof(),
+//!     }
+//!     session.handle_timeout(now);
+//! }
+//! assert_eq!(records, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Errors
 //!
 //! One error type, [`Error`], whose [`Error::kind`] is the category to match on
@@ -69,13 +134,17 @@
 
 mod dbn;
 mod error;
+pub mod http;
+pub mod historical;
+pub mod live;
+pub mod tls;
 mod stream;
 mod zstd;
 
 pub use crate::dbn::{
     DbnDecoder, Decoded, DecoderConfig, FragmentFormat, RecordBatch, UpgradePolicy,
 };
-pub use crate::error::{Error, ErrorKind, TruncatedPart};
+pub use crate::error::{Error, ErrorKind, HttpStatusError, TimerKind, TruncatedPart};
 pub use crate::stream::{Compression, StreamConfig, StreamDecoder};
 pub use crate::zstd::{Progress, ZSTD_MAGIC, ZstdDecoder};
 

@@ -171,6 +171,10 @@ impl StreamDecoder {
     /// # Errors
     /// The truncation, framing or decompression error that ends the stream.
     pub fn finish(&mut self) -> Result<(), Error> {
+        if self.dbn.is_finished() {
+            // Called again: repeat the DBN decoder's verdict (a sticky error stays one).
+            return self.dbn.finish();
+        }
         if let Mode::Detect { prefix, len } = self.mode {
             // Too short to hold a zstd magic: whatever it is, it is not zstd.
             self.mode = Mode::Plain;
@@ -199,6 +203,20 @@ impl StreamDecoder {
     pub fn poll_batch(&mut self, max: usize) -> Result<Decoded<RecordBatch<'_>>, Error> {
         self.pump();
         self.dbn.poll_batch(max)
+    }
+
+    /// The `rtype` of the next record when a complete one is ready, as
+    /// [`DbnDecoder::peek_rtype`].
+    pub fn peek_rtype(&mut self) -> Option<u8> {
+        self.pump();
+        self.dbn.peek_rtype()
+    }
+
+    /// Whether a poll now returns something other than `NeedInput` (a record, the
+    /// metadata, an error, or the end after [`finish`](Self::finish)).
+    pub(crate) fn has_output(&mut self) -> bool {
+        self.pump();
+        self.dbn.is_finished() || !self.dbn.wants_input()
     }
 
     fn decide(&mut self, prefix: &[u8; 4]) {
@@ -272,7 +290,8 @@ impl StreamDecoder {
             return None;
         }
         if let Mode::Zstd(zstd) = &self.mode {
-            if zstd.output_pending() {
+            // What zstd still holds is moot once the DBN decoder has failed.
+            if zstd.output_pending() && !self.dbn.has_failed() {
                 return None;
             }
             if let Err(err) = zstd.finish() {

@@ -33,6 +33,9 @@ pub struct ZstdDecoder {
     frame_start: u64,
     /// The last call filled the output: zstd may hold more decompressed bytes.
     output_pending: bool,
+    /// An error met after the call that found it had already produced or consumed
+    /// bytes: that call returned its progress, the next call returns this.
+    failed: Option<Error>,
 }
 
 impl std::fmt::Debug for ZstdDecoder {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ZstdDecoder {
             .field("consumed", &self.consumed)
             .field("in_frame", &self.in_frame)
             .field("output_pending", &self.output_pending)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,7 @@ impl ZstdDecoder {
             in_frame: false,
             frame_start: 0,
             output_pending: false,
+            failed: None,
         })
     }
 
@@ -82,17 +87,29 @@ impl ZstdDecoder {
     ///
     /// # Errors
     /// [`Error::WindowTooLarge`] for a frame over the window limit,
-    /// [`Error::Decompression`] for anything else zstd rejects. After an error the
-    /// decoder must not be used again.
+    /// [`Error::Decompression`] for anything else zstd rejects. When zstd fails after
+    /// this call already produced or consumed bytes (a bad frame after a good one),
+    /// the call returns that progress and sets [`output_pending`](Self::output_pending);
+    /// the next call returns the error. After an error the decoder must not be used
+    /// again.
     pub fn decompress(&mut self, input: &[u8], output: &mut [u8]) -> Result<Progress, Error> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
         let mut inb = InBuffer::around(input);
         let mut outb = OutBuffer::around(output);
         loop {
             let before = (inb.pos(), outb.pos());
-            let hint = self
-                .decoder
-                .run(&mut inb, &mut outb)
-                .map_err(|e| self.error(&e))?;
+            let hint = match self.decoder.run(&mut inb, &mut outb) {
+                Ok(hint) => hint,
+                Err(e) if inb.pos() == 0 && outb.pos() == 0 => return Err(self.error(&e)),
+                Err(e) => {
+                    // Keep what this call decompressed before the failure.
+                    self.failed = Some(self.error(&e));
+                    self.output_pending = true;
+                    break;
+                }
+            };
             if inb.pos() > before.0 {
                 self.in_frame = true;
             }
@@ -116,8 +133,9 @@ impl ZstdDecoder {
         Ok(progress)
     }
 
-    /// Whether zstd may still hold decompressed bytes that did not fit the last output
-    /// (call [`decompress`](Self::decompress) again, even with no input).
+    /// Whether zstd may still hold decompressed bytes that did not fit the last output,
+    /// or an error waits to be reported (call [`decompress`](Self::decompress) again,
+    /// even with no input).
     pub fn output_pending(&self) -> bool {
         self.output_pending
     }
@@ -136,8 +154,11 @@ impl ZstdDecoder {
     ///
     /// # Errors
     /// [`Error::Truncated`] with part [`TruncatedPart::ZstdFrame`] when the input ended
-    /// inside a frame.
+    /// inside a frame; the decompression error not yet returned, if any.
     pub fn finish(&self) -> Result<(), Error> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
         if self.in_frame {
             return Err(Error::Truncated {
                 part: TruncatedPart::ZstdFrame,
@@ -149,16 +170,18 @@ impl ZstdDecoder {
         Ok(())
     }
 
+    /// The error for a zstd failure, at the offset of the frame (or of the bytes that
+    /// should have started one) where it happened: the same whatever the chunking.
     fn error(&self, err: &std::io::Error) -> Error {
         let reason = err.to_string();
         if reason.contains("too much memory") || reason.contains("window") {
             Error::WindowTooLarge {
-                offset: self.consumed,
+                offset: self.frame_start,
                 window_log_max: self.window_log_max,
             }
         } else {
             Error::Decompression {
-                offset: self.consumed,
+                offset: self.frame_start,
                 reason,
             }
         }

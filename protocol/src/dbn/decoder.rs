@@ -5,7 +5,7 @@ use dbn::{Metadata, RecordRef};
 use super::aligned_buf::{AlignedBuf, round_up_8};
 use super::config::DecoderConfig;
 use super::header::HeaderReader;
-use super::layout::{Layout, Upgrade};
+use super::layout::{FieldCheck, Layout, Upgrade, invalid_field};
 use super::record_cast::{HEADER_LEN, RECORD_ALIGN, record_at};
 use super::upgrade;
 use crate::{Error, TruncatedPart};
@@ -131,11 +131,32 @@ pub struct DbnDecoder {
     eof: bool,
 }
 
+/// A run of at least this many equal-length records ends a batch by itself (the
+/// records after it start the next batch) rather than being framed again one by one
+/// together with what follows.
+const MIN_RUN: usize = 32;
+
+/// What [`DbnDecoder::scan_batch`] found.
+#[derive(Debug, Clone, Copy, Default)]
+struct Scan {
+    /// Buffer end of the batch.
+    end: usize,
+    /// Records in the batch.
+    count: usize,
+    /// The length of every record when the batch is a run of equal-length records
+    /// handed out in place; 0 otherwise.
+    stride: usize,
+    /// Whether any record of the batch was converted or realigned into scratch.
+    placed: bool,
+}
+
 /// Where a complete record sits in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     len: usize,
     upgrade: Upgrade,
+    /// The record's enum fields were checked (it cannot join an unchecked run).
+    checked: bool,
 }
 
 impl DbnDecoder {
@@ -272,11 +293,13 @@ impl DbnDecoder {
         if let Some(err) = &self.failure {
             return Err(err.clone());
         }
-        if let Some(err) = &self.upstream_failure {
-            return Err(err.clone());
-        }
+        // Same order as the polls: a framing error among the buffered records comes
+        // before an upstream error, which comes before a truncation.
         if let Some(header) = &self.header {
-            return Err(header.truncation());
+            return Err(self
+                .upstream_failure
+                .clone()
+                .unwrap_or_else(|| header.truncation()));
         }
         // Walk the complete records still buffered; what follows them decides.
         let mut pos = self.head;
@@ -286,6 +309,9 @@ impl DbnDecoder {
                 Ok(None) => break,
                 Err(err) => return Err(err),
             }
+        }
+        if let Some(err) = &self.upstream_failure {
+            return Err(err.clone());
         }
         match self.truncation_at(pos) {
             Some(err) => Err(err),
@@ -342,11 +368,14 @@ impl DbnDecoder {
         if let Some(step) = self.poll_prologue() {
             return step;
         }
-        let (end, count) = match self.scan_batch(max.max(1)) {
-            Ok((_, 0)) => return self.starved(),
-            Ok(found) => found,
+        let scan = match self.scan_batch(max.max(1)) {
+            Ok(scan) if scan.count == 0 => return self.starved(),
+            Ok(scan) => scan,
             Err(err) => return Err(self.fail(err)),
         };
+        // `poll_prologue` released what earlier batches delivered: the batch counts
+        // its deliveries from zero.
+        debug_assert_eq!(self.delivered, 0);
         let Self {
             buf,
             scratch,
@@ -359,15 +388,36 @@ impl DbnDecoder {
             return Ok(Decoded::NeedInput(1));
         };
         Ok(Decoded::Record(RecordBatch {
-            data: &buf.bytes()[*head..end],
+            data: &buf.bytes()[*head..scan.end],
             base: *head,
             pos: 0,
             scratch: scratch.bytes(),
             scratch_pos: 0,
+            placed: scan.placed,
+            stride: scan.stride,
             layout: &format.layout,
-            remaining: count,
+            remaining: scan.count,
             delivered,
         }))
+    }
+
+    /// The `rtype` of the next record when a complete one is buffered and nothing
+    /// (metadata, an error) comes before it; lets a caller route a record before
+    /// taking it.
+    pub fn peek_rtype(&mut self) -> Option<u8> {
+        self.release();
+        if self.failure.is_some() || self.metadata.is_some() || self.header.is_some() {
+            return None;
+        }
+        match self.frame_at(self.head) {
+            Ok(Some(_)) => Some(self.buf.bytes()[self.head + 1]),
+            _ => None,
+        }
+    }
+
+    /// Whether a (sticky) error has been reported.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.is_some()
     }
 
     /// Records an error from the layer feeding this decoder (for example a corrupt
@@ -382,7 +432,7 @@ impl DbnDecoder {
     /// is ready).
     pub(crate) fn wants_input(&mut self) -> bool {
         self.release();
-        if self.failure.is_some() || self.metadata.is_some() {
+        if self.failure.is_some() || self.metadata.is_some() || self.upstream_failure.is_some() {
             return false;
         }
         if self.header.is_some() {
@@ -484,20 +534,80 @@ impl DbnDecoder {
         if avail < len {
             return Ok(None);
         }
+        let checked = entry.fields != FieldCheck::None;
+        if checked {
+            if let Some((field, value)) = invalid_field(entry.fields, &bytes[pos..pos + len]) {
+                return Err(Error::InvalidRecordField {
+                    offset: offset(),
+                    rtype,
+                    field,
+                    value,
+                });
+            }
+        }
         Ok(Some(Frame {
             len,
             upgrade: entry.upgrade,
+            checked,
         }))
     }
 
     /// Finds how many complete records from `head` fit one batch, converting or
-    /// realigning into scratch those that cannot be handed out in place. Returns the
-    /// buffer end of the batch and its record count.
-    fn scan_batch(&mut self, max: usize) -> Result<(usize, usize), Error> {
-        let ts_out = self.format.as_ref().is_some_and(|f| f.ts_out);
-        let mut pos = self.head;
-        let mut scratch_pos = 0;
+    /// realigning into scratch those that cannot be handed out in place.
+    ///
+    /// A batch that starts with a run of records of one length and `rtype`, handed out
+    /// in place, is framed by comparing each record's first two bytes (length words and
+    /// `rtype`) with those of the first record, which `frame_at` checked in full: equal
+    /// bytes pass the same length and minimum-size checks, and a length that is a
+    /// multiple of 8 keeps every record aligned. Walking record by record, each position
+    /// waits for the length byte just read; these comparisons are independent of one
+    /// another, so the processor overlaps them.
+    #[inline]
+    fn scan_batch(&mut self, max: usize) -> Result<Scan, Error> {
+        let head = self.head;
+        let first = match self.frame_at(head) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(Scan::default()),
+            Err(err) => return Err(err),
+        };
+        let mut pos = head;
         let mut count = 0;
+        // Records whose fields need checking are framed one by one.
+        if !first.checked && !needs_placing(first.upgrade, head) && first.len % RECORD_ALIGN == 0 {
+            let stride = first.len;
+            let bytes = &self.buf.bytes()[head..self.tail];
+            let complete = (bytes.len() / stride).min(max);
+            let key = [bytes[0], bytes[1]];
+            let run = bytes[..complete * stride]
+                .chunks_exact(stride)
+                .take_while(|rec| rec[..2] == key)
+                .count();
+            if run == complete || run >= MIN_RUN {
+                return Ok(Scan {
+                    end: head + run * stride,
+                    count: run,
+                    stride,
+                    placed: false,
+                });
+            }
+            // A short run: frame the rest of the batch record by record.
+            pos += run * stride;
+            count = run;
+        }
+        self.scan_records(pos, count, max)
+    }
+
+    /// Frames records from `pos` (after `count` already framed at `head..pos`), one by
+    /// one, for [`scan_batch`](Self::scan_batch).
+    fn scan_records(
+        &mut self,
+        mut pos: usize,
+        mut count: usize,
+        max: usize,
+    ) -> Result<Scan, Error> {
+        let ts_out = self.format.as_ref().is_some_and(|f| f.ts_out);
+        let mut scratch_pos = 0;
+        let mut placed = false;
         while count < max {
             let frame = match self.frame_at(pos) {
                 Ok(Some(frame)) => frame,
@@ -522,11 +632,17 @@ impl DbnDecoder {
                     None if count > 0 => break,
                     None => return Err(self.fail_internal(frame)),
                 }
+                placed = true;
             }
             pos += frame.len;
             count += 1;
         }
-        Ok((pos, count))
+        Ok(Scan {
+            end: pos,
+            count,
+            stride: 0,
+            placed,
+        })
     }
 
     /// Moves header bytes from the buffer into the header reader.
@@ -657,9 +773,25 @@ pub struct RecordBatch<'a> {
     /// Converted and realigned records, in order.
     scratch: &'a [u8],
     scratch_pos: usize,
+    /// Whether any record is in `scratch`.
+    placed: bool,
+    /// The length of every record, when all have one length and are in place (else
+    /// 0): positions then advance without waiting for each record's length byte.
+    stride: usize,
     layout: &'a Layout,
     remaining: usize,
     delivered: &'a mut usize,
+}
+
+impl RecordBatch<'_> {
+    /// The `rtype` of the record the next call to `next` yields, if any.
+    #[inline]
+    pub fn peek_rtype(&self) -> Option<u8> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.data.get(self.pos + 1).copied()
+    }
 }
 
 impl<'a> Iterator for RecordBatch<'a> {
@@ -670,18 +802,31 @@ impl<'a> Iterator for RecordBatch<'a> {
         if self.remaining == 0 {
             return None;
         }
-        let header = self.data.get(self.pos..self.pos + 2)?;
-        let len = usize::from(header[0]) * 4;
-        let upgrade = self.layout.entry(header[1]).upgrade;
-        let rec = if needs_placing(upgrade, self.base + self.pos) {
-            let rec = record_at(self.scratch.get(self.scratch_pos..)?)?;
-            self.scratch_pos += round_up_8(usize::from(self.scratch[self.scratch_pos]) * 4);
+        let rec = if self.stride != 0 {
+            // The position advances by the stride without waiting for the length
+            // byte; `record_at` still checks every record (alignment, header length).
+            let end = self.pos + self.stride;
+            let rec = record_at(self.data.get(self.pos..end)?)?;
+            self.pos = end;
             rec
         } else {
-            record_at(self.data.get(self.pos..self.pos + len)?)?
+            let header = self.data.get(self.pos..self.pos + 2)?;
+            let len = usize::from(header[0]) * 4;
+            let rec = if self.placed
+                && needs_placing(self.layout.entry(header[1]).upgrade, self.base + self.pos)
+            {
+                let rec = record_at(self.scratch.get(self.scratch_pos..)?)?;
+                self.scratch_pos += round_up_8(usize::from(self.scratch[self.scratch_pos]) * 4);
+                rec
+            } else {
+                record_at(self.data.get(self.pos..self.pos + len)?)?
+            };
+            self.pos += len;
+            rec
         };
-        self.pos += len;
-        *self.delivered += len;
+        // Delivered bytes count from the batch's start (the decoder released the
+        // earlier ones before creating it).
+        *self.delivered = self.pos;
         self.remaining -= 1;
         Some(rec)
     }
@@ -692,3 +837,133 @@ impl<'a> Iterator for RecordBatch<'a> {
 }
 
 impl ExactSizeIterator for RecordBatch<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use dbn::{MboMsg, Record, TradeMsg, rtype};
+
+    use super::*;
+    use crate::FragmentFormat;
+
+    fn mbo(i: u64) -> Vec<u8> {
+        let mut rec = MboMsg::default();
+        rec.hd.rtype = rtype::MBO;
+        rec.hd.ts_event = i;
+        rec.as_ref().to_vec()
+    }
+
+    fn trade(i: u64) -> Vec<u8> {
+        let mut rec = TradeMsg::default();
+        rec.hd.rtype = rtype::MBP_0;
+        rec.hd.ts_event = i;
+        rec.as_ref().to_vec()
+    }
+
+    fn fragment_decoder() -> DbnDecoder {
+        let config = DecoderConfig::default().fragment(FragmentFormat {
+            version: 3,
+            ts_out: false,
+        });
+        DbnDecoder::new(config).expect("valid config")
+    }
+
+    /// Drains `dec` with `poll_batch(max)`, taking at most `take` records of each batch;
+    /// returns the `ts_event`s in order, every batch's announced length, and the error.
+    fn drain(
+        dec: &mut DbnDecoder,
+        max: usize,
+        take: usize,
+    ) -> (Vec<u64>, Vec<usize>, Option<Error>) {
+        let (mut seen, mut lens) = (Vec::new(), Vec::new());
+        loop {
+            match dec.poll_batch(max) {
+                Ok(Decoded::Record(batch)) => {
+                    lens.push(batch.len());
+                    for rec in batch.take(take) {
+                        assert_eq!(rec.as_ref().as_ptr() as usize % RECORD_ALIGN, 0);
+                        seen.push(rec.header().ts_event);
+                    }
+                }
+                Ok(Decoded::Metadata(_)) => unreachable!("fragments have no metadata"),
+                Ok(Decoded::NeedInput(_) | Decoded::End) => return (seen, lens, None),
+                Err(err) => return (seen, lens, Some(err)),
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_one_length_and_mixed_records_come_out_in_order() {
+        // A long run, a different record, a short run, then alternating types.
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        let mut push = |bytes: Vec<u8>, i: u64| {
+            stream.extend_from_slice(&bytes);
+            want.push(i);
+        };
+        for i in 0..50 {
+            push(mbo(i), i);
+        }
+        push(trade(50), 50);
+        for i in 51..54 {
+            push(mbo(i), i);
+        }
+        for i in 54..80 {
+            push(if i % 2 == 0 { trade(i) } else { mbo(i) }, i);
+        }
+        for (max, take) in [
+            (usize::MAX, usize::MAX),
+            (7, usize::MAX),
+            (usize::MAX, 3),
+            (1, 1),
+        ] {
+            let mut dec = fragment_decoder();
+            assert_eq!(dec.handle_input(&stream), stream.len());
+            dec.finish().expect("complete records");
+            let (seen, lens, err) = drain(&mut dec, max, take);
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(seen, want, "max {max}, take {take}");
+            assert!(lens.iter().all(|&n| (1..=max).contains(&n)), "{lens:?}");
+            if (max, take) == (usize::MAX, usize::MAX) {
+                // The long run is a batch by itself; the short run joins what follows.
+                assert_eq!(lens, [50, 30]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_record_after_a_run_is_reported_at_its_offset() {
+        let mut stream: Vec<u8> = (0..40).flat_map(mbo).collect();
+        let mut short = trade(40);
+        short[1] = rtype::MBO; // 48 bytes: shorter than an MBO record
+        stream.extend_from_slice(&short);
+        stream.extend_from_slice(&mbo(41));
+        let mut dec = fragment_decoder();
+        assert_eq!(dec.handle_input(&stream), stream.len());
+        let (seen, _, err) = drain(&mut dec, usize::MAX, usize::MAX);
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        match err {
+            Some(Error::RecordTooShort {
+                offset,
+                length,
+                min,
+                ..
+            }) => assert_eq!((offset, length, min), (40 * 56, 48, 56)),
+            other => panic!("expected RecordTooShort, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_misaligned_run_is_realigned() {
+        // A 20-byte record of an unknown type shifts every later record off the
+        // 8-byte grid: they are copied to scratch, never handed out misaligned.
+        let mut stream = vec![5u8, 0xEE, 0, 0];
+        stream.resize(20, 0);
+        stream.extend((0..40).flat_map(mbo));
+        let mut dec = fragment_decoder();
+        assert_eq!(dec.handle_input(&stream), stream.len());
+        let (seen, _, err) = drain(&mut dec, usize::MAX, usize::MAX);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(seen.len(), 41);
+        assert_eq!(&seen[1..], (0..40).collect::<Vec<_>>());
+    }
+}

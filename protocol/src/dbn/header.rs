@@ -57,6 +57,13 @@ impl HeaderReader {
         }
         let total = self.total.unwrap_or(PRELUDE_LEN);
         let take = (total - self.bytes.len()).min(input.len() - used);
+        // Grow by doubling as `Vec` does, but never past the declared total (which is
+        // within the cap): `extend_from_slice` alone could double past it.
+        let want = self.bytes.len() + take;
+        if want > self.bytes.capacity() {
+            let target = want.max(self.bytes.capacity() * 2).min(total);
+            self.bytes.reserve_exact(target - self.bytes.len());
+        }
         self.bytes.extend_from_slice(&input[used..used + take]);
         used += take;
         if self.bytes.len() < total {

@@ -37,6 +37,54 @@ pub(crate) struct Entry {
     pub(crate) min_len: u16,
     /// The conversion applied to records of this type.
     pub(crate) upgrade: Upgrade,
+    /// Fields whose bytes must be checked before the record may be viewed as its
+    /// struct (they are Rust enums in the `dbn` crate's struct of this version).
+    pub(crate) fields: FieldCheck,
+}
+
+/// Record types whose struct holds Rust enums read straight from the wire: any byte
+/// outside the enum's values makes even a shared reference to the struct undefined
+/// behaviour, so such records are rejected before they are handed out or converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldCheck {
+    /// Nothing to check.
+    None,
+    /// `v1::InstrumentDefMsg`: `security_update_action` and `user_defined_instrument`.
+    DefV1,
+    /// `v2::InstrumentDefMsg`: `user_defined_instrument`.
+    DefV2,
+}
+
+/// The first enum field of `record` holding a byte its enum does not define, with that
+/// byte. `record` is a whole record of the checked type (its minimum length is
+/// enforced before this is called).
+pub(crate) fn invalid_field(check: FieldCheck, record: &[u8]) -> Option<(&'static str, u8)> {
+    use std::mem::offset_of;
+
+    use dbn::{SecurityUpdateAction, UserDefinedInstrument};
+    let byte = |offset: usize| record.get(offset).copied().unwrap_or_default();
+    let (action, user_defined) = match check {
+        FieldCheck::None => return None,
+        FieldCheck::DefV1 => (
+            Some(offset_of!(dbn::v1::InstrumentDefMsg, security_update_action)),
+            offset_of!(dbn::v1::InstrumentDefMsg, user_defined_instrument),
+        ),
+        FieldCheck::DefV2 => (
+            None,
+            offset_of!(dbn::v2::InstrumentDefMsg, user_defined_instrument),
+        ),
+    };
+    if let Some(offset) = action {
+        let value = byte(offset);
+        if SecurityUpdateAction::try_from(value).is_err() {
+            return Some(("security_update_action", value));
+        }
+    }
+    let value = byte(user_defined);
+    if UserDefinedInstrument::try_from(value).is_err() {
+        return Some(("user_defined_instrument", value));
+    }
+    None
 }
 
 /// The table for one (input version, `ts_out`, policy) combination, indexed by `rtype`.
@@ -51,6 +99,7 @@ impl Layout {
         let mut entries = [Entry {
             min_len: 0,
             upgrade: Upgrade::None,
+            fields: FieldCheck::None,
         }; 256];
         let ts_out_len = if ts_out { size_of::<u64>() } else { 0 };
         for (rtype, entry) in entries.iter_mut().enumerate() {
@@ -60,6 +109,11 @@ impl Layout {
                 entry.min_len = u16::try_from(min + ts_out_len).unwrap_or(u16::MAX);
             }
             entry.upgrade = upgrade_for(version, policy, rtype);
+            entry.fields = match (version, rtype) {
+                (1, rtype::INSTRUMENT_DEF) => FieldCheck::DefV1,
+                (2, rtype::INSTRUMENT_DEF) => FieldCheck::DefV2,
+                _ => FieldCheck::None,
+            };
         }
         Self { entries }
     }
@@ -157,6 +211,24 @@ mod tests {
             }
         }
         assert_eq!(struct_len(3, 0xEE), 0, "unknown rtypes have no minimum");
+    }
+
+    #[test]
+    fn enum_fields_of_old_definitions_are_checked() {
+        let mut v1 = dbn::v1::InstrumentDefMsg::default();
+        v1.security_update_action = dbn::SecurityUpdateAction::Add;
+        let mut bytes = v1.as_ref().to_vec();
+        assert_eq!(invalid_field(FieldCheck::DefV1, &bytes), None);
+        let at = std::mem::offset_of!(dbn::v1::InstrumentDefMsg, security_update_action);
+        bytes[at] = b'X';
+        assert_eq!(invalid_field(FieldCheck::DefV1, &bytes), Some(("security_update_action", b'X')));
+        let v2 = dbn::v2::InstrumentDefMsg::default();
+        let mut bytes = v2.as_ref().to_vec();
+        assert_eq!(invalid_field(FieldCheck::DefV2, &bytes), None);
+        bytes[std::mem::offset_of!(dbn::v2::InstrumentDefMsg, user_defined_instrument)] = 0;
+        assert_eq!(invalid_field(FieldCheck::DefV2, &bytes), Some(("user_defined_instrument", 0)));
+        assert_eq!(Layout::new(3, false, UpgradePolicy::AsIs).entry(rtype::INSTRUMENT_DEF).fields, FieldCheck::None);
+        assert_eq!(Layout::new(1, true, UpgradePolicy::AsIs).entry(rtype::INSTRUMENT_DEF).fields, FieldCheck::DefV1);
     }
 
     #[test]

@@ -1,0 +1,550 @@
+//! The Historical API session: TLS, HTTP/1.1, zstd and DBN composed as one sans-IO
+//! state machine.
+
+use std::collections::VecDeque;
+
+use base64::Engine as _;
+use dbn::Metadata;
+
+use super::endpoints::{JsonRequest, JsonResponse};
+use super::params::GetRangeParams;
+use super::status::{ERROR_BODY_CAP, status_error, warnings};
+use crate::http::{ClientCodec, CodecConfig, Request, ResponseEvent, ResponseHead};
+use crate::live::ApiKey;
+use crate::tls::{Plaintext, TlsConfig, TlsSession};
+use crate::{
+    Compression, Decoded, DecoderConfig, Error, RecordBatch, StreamConfig,
+    StreamDecoder,
+};
+
+/// The Historical API host.
+pub const HIST_HOST: &str = "hist.databento.com";
+
+/// Configuration of a [`HistoricalSession`].
+#[derive(Debug, Clone)]
+pub struct HistoricalConfig {
+    pub(crate) key: ApiKey,
+    pub(crate) host: String,
+    pub(crate) user_agent_ext: Option<String>,
+    pub(crate) decoder: DecoderConfig,
+    pub(crate) max_json_body: usize,
+}
+
+impl HistoricalConfig {
+    /// Largest JSON body accepted by default: 16 MiB.
+    pub const DEFAULT_MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+
+    /// A configuration for `hist.databento.com`.
+    pub fn new(key: ApiKey) -> Self {
+        Self {
+            key,
+            host: HIST_HOST.to_owned(),
+            user_agent_ext: None,
+            decoder: DecoderConfig::default(),
+            max_json_body: Self::DEFAULT_MAX_JSON_BODY,
+        }
+    }
+
+    /// Sends requests to `host` (the `Host` header and the TLS server name), e.g. a
+    /// private gateway or a test server.
+    #[must_use]
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Appends `ext` (after a space) to the `User-Agent`.
+    #[must_use]
+    pub fn user_agent_extension(mut self, ext: impl Into<String>) -> Self {
+        self.user_agent_ext = Some(ext.into());
+        self
+    }
+
+    /// Sets the DBN decoder's record buffer size (default 64 KiB).
+    #[must_use]
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.decoder = self.decoder.buffer_size(bytes);
+        self
+    }
+
+    /// Sets the largest JSON body accepted (default 16 MiB).
+    #[must_use]
+    pub fn max_json_body(mut self, bytes: usize) -> Self {
+        self.max_json_body = bytes;
+        self
+    }
+
+    /// The host requests go to.
+    pub fn host_name(&self) -> &str {
+        &self.host
+    }
+
+    /// The `User-Agent`: the same string as the live `client=` field.
+    pub fn user_agent(&self) -> String {
+        let base = format!(
+            "dbn-pipe/{} Rust {}-{}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        match &self.user_agent_ext {
+            Some(ext) => format!("{base} {ext}"),
+            None => base,
+        }
+    }
+}
+
+/// What a [`HistoricalSession`] has for the application, in order.
+#[derive(Debug)]
+pub enum HistoricalEvent<'a> {
+    /// A warning from the server's `X-Warning` header.
+    Warning(String),
+    /// The DBN metadata of a `get_range` body.
+    Metadata(Box<Metadata>),
+    /// Records of a `get_range` body, borrowed from the decoder.
+    Records(RecordBatch<'a>),
+    /// The typed result of a JSON request.
+    Json(JsonResponse),
+    /// The request finished: every record was delivered and the body ended cleanly.
+    /// The connection can take the next request.
+    Done,
+}
+
+/// What the response in flight is being read into.
+#[derive(Debug)]
+enum Reading {
+    /// No request.
+    Idle,
+    /// A `get_range` request; its 2xx body goes to the stream decoder.
+    Range {
+        stream: Box<StreamDecoder>,
+        /// The HTTP body ended (or failed with this truncation) and the stream was
+        /// told.
+        body_ended: bool,
+        truncation: Option<Error>,
+        /// The stream returned its end; the next poll finishes the request.
+        finished: bool,
+        /// The stream (or the body under it) failed; the next poll reports it.
+        failed: bool,
+    },
+    /// A JSON request; its 2xx body is collected.
+    Json { request: JsonRequest, body: Vec<u8> },
+    /// An error response: up to 4 KiB of its body is kept.
+    Failed { head: ResponseHead, body: Vec<u8> },
+}
+
+/// A Historical API connection as a sans-IO state machine: TLS to the server, one
+/// HTTP/1.1 request at a time (keep-alive), `timeseries.get_range` bodies decompressed
+/// and decoded into records as they arrive, JSON endpoints parsed into types.
+///
+/// Ciphertext in with [`handle_input`](Self::handle_input) (taken only as far as the
+/// record consumer keeps up: backpressure reaches the socket), ciphertext out from
+/// [`poll_transmit`](Self::poll_transmit), events from
+/// [`poll_event`](Self::poll_event), end of input with
+/// [`handle_eof`](Self::handle_eof). After an error response the connection is
+/// closed.
+#[derive(Debug)]
+pub struct HistoricalSession {
+    config: HistoricalConfig,
+    tls: TlsSession,
+    http: ClientCodec,
+    reading: Reading,
+    pending: VecDeque<HistoricalEvent<'static>>,
+    failure: Option<Error>,
+    /// The transport ended (peer close, or a protocol error): nothing more moves.
+    closed: bool,
+}
+
+impl HistoricalSession {
+    /// Starts a TLS connection to the configured host; the handshake begins with the
+    /// first [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid host name or decoder setting.
+    pub fn new(config: HistoricalConfig, tls: &TlsConfig) -> Result<Self, Error> {
+        config.decoder.validate()?;
+        let session = TlsSession::new(tls, &config.host)?;
+        Ok(Self {
+            config,
+            tls: session,
+            http: ClientCodec::new(CodecConfig::default())?,
+            reading: Reading::Idle,
+            pending: VecDeque::new(),
+            failure: None,
+            closed: false,
+        })
+    }
+
+    /// Whether a new request can be sent now.
+    pub fn is_ready(&self) -> bool {
+        self.failure.is_none()
+            && !self.closed
+            && matches!(self.reading, Reading::Idle)
+            && self.http.is_ready()
+    }
+
+    /// Sends `timeseries.get_range`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for invalid parameters or when a request is in flight
+    /// (or the connection is closed); nothing is sent then.
+    pub fn get_range(&mut self, params: &GetRangeParams) -> Result<(), Error> {
+        params.validate()?;
+        let stream = StreamDecoder::new(StreamConfig {
+            decoder: self.config.decoder.clone().upgrade_policy(params.upgrade_policy),
+            compression: Compression::Zstd,
+            ..StreamConfig::default()
+        })?;
+        let request = Request::post_form("/v0/timeseries.get_range", params.form())
+            .header("Accept", "application/octet-stream");
+        self.send(request)?;
+        self.reading = Reading::Range {
+            stream: Box::new(stream),
+            body_ended: false,
+            truncation: None,
+            finished: false,
+            failed: false,
+        };
+        Ok(())
+    }
+
+    /// Sends a JSON endpoint request; its result comes as [`HistoricalEvent::Json`].
+    ///
+    /// # Errors
+    /// As [`get_range`](Self::get_range).
+    pub fn request_json(&mut self, request: JsonRequest) -> Result<(), Error> {
+        request.validate()?;
+        let call = request.call();
+        let http = match call.form {
+            Some(form) => Request::post_form(call.target, form),
+            None => Request::get(call.target),
+        }
+        .header("Accept", "application/json");
+        self.send(http)?;
+        self.reading = Reading::Json {
+            request,
+            body: Vec::new(),
+        };
+        Ok(())
+    }
+
+    fn send(&mut self, request: Request) -> Result<(), Error> {
+        if let Some(err) = &self.failure {
+            return Err(Error::InvalidRequest(format!("the connection failed: {err}")));
+        }
+        if self.closed {
+            return Err(Error::InvalidRequest(
+                "the server closed the connection".to_owned(),
+            ));
+        }
+        if !matches!(self.reading, Reading::Idle) {
+            return Err(Error::InvalidRequest(
+                "a request is in flight: wait for Done (no pipelining)".to_owned(),
+            ));
+        }
+        let credentials = format!("{}:", self.config.key.secret());
+        let request = request
+            .header(
+                "Authorization",
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
+            )
+            .header("User-Agent", self.config.user_agent());
+        let mut bytes = Vec::new();
+        self.http.send_request(&request, &self.config.host, &mut bytes)?;
+        self.tls.send(&bytes)
+    }
+
+    /// Takes ciphertext from the socket; returns how many bytes were taken (fewer
+    /// while decoded records wait for the application).
+    pub fn handle_input(&mut self, input: &[u8]) -> usize {
+        if self.failure.is_some() {
+            return 0;
+        }
+        match self.tls.handle_input(input) {
+            Ok(n) => n,
+            Err(err) => {
+                self.failure = Some(err);
+                0
+            }
+        }
+    }
+
+    /// The TCP connection ended; the response in flight ends or is reported truncated
+    /// once its records are delivered.
+    pub fn handle_eof(&mut self) {
+        if let Err(err) = self.tls.handle_eof() {
+            self.failure.get_or_insert(err);
+        }
+    }
+
+    /// Appends ciphertext to send to `out`; returns how many bytes.
+    #[must_use = "the bytes must be written to the socket"]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        self.tls.poll_transmit(out)
+    }
+
+    /// Whether ciphertext waits in [`poll_transmit`](Self::poll_transmit).
+    pub fn wants_transmit(&self) -> bool {
+        self.tls.wants_transmit()
+    }
+
+    /// The next event, `Ok(None)` when more input is needed.
+    ///
+    /// # Errors
+    /// [`Error::HttpStatus`] for an error response (with the server's message and
+    /// request id), TLS, HTTP framing, decompression and DBN errors, truncation of the
+    /// body; each after every record before it was delivered. Sticky.
+    #[must_use = "events carry records and errors that must be handled"]
+    pub fn poll_event(&mut self) -> Result<Option<HistoricalEvent<'_>>, Error> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            if let Reading::Range {
+                finished, failed, ..
+            } = self.reading
+            {
+                if finished || failed {
+                    // `Done` or the error was already returned.
+                    self.reading = Reading::Idle;
+                    continue;
+                }
+            }
+            if self.range_has_output() {
+                return self.poll_range().map(Some);
+            }
+            if let Some(err) = &self.failure {
+                return Err(err.clone());
+            }
+            if !self.pump() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether the range stream has records, metadata, an error or its end ready.
+    fn range_has_output(&mut self) -> bool {
+        match &mut self.reading {
+            Reading::Range { stream, .. } => stream.has_output(),
+            _ => false,
+        }
+    }
+
+    /// Polls the range stream; only called when it has output, so it always returns
+    /// an event or an error.
+    fn poll_range(&mut self) -> Result<HistoricalEvent<'_>, Error> {
+        let Reading::Range {
+            stream,
+            truncation,
+            finished,
+            failed,
+            ..
+        } = &mut self.reading
+        else {
+            return Err(internal("no get_range in flight"));
+        };
+        let err = match stream.poll_batch(usize::MAX) {
+            Ok(Decoded::Metadata(metadata)) => return Ok(HistoricalEvent::Metadata(metadata)),
+            Ok(Decoded::Record(batch)) => return Ok(HistoricalEvent::Records(batch)),
+            Ok(Decoded::End) => match truncation.take() {
+                None => {
+                    *finished = true;
+                    return Ok(HistoricalEvent::Done);
+                }
+                Some(err) => err,
+            },
+            Ok(Decoded::NeedInput(_)) => internal("the record stream had no output"),
+            // An HTTP-level truncation is the outer cause of a cut DBN stream.
+            Err(err) => truncation.take().unwrap_or(err),
+        };
+        *failed = true;
+        Err(self.failure.get_or_insert(err).clone())
+    }
+
+    /// Moves decrypted bytes through HTTP into the reader of the response in flight.
+    /// Returns false when nothing moved (more input is needed).
+    fn pump(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let max_json = self.config.max_json_body;
+        let outcome = match self.tls.plaintext() {
+            Plaintext::Closed { clean } => Outcome::Closed { clean },
+            Plaintext::Pending => Outcome::Advance(0),
+            Plaintext::Data(data) => step(&mut self.http, &mut self.reading, data, max_json),
+        };
+        let outcome = match outcome {
+            Outcome::Advance(0) => match self.tls.failure() {
+                Some(err) => Outcome::Fail(err.clone()),
+                // A complete Content-Length body ends without more bytes.
+                None => match step(&mut self.http, &mut self.reading, &[], max_json) {
+                    Outcome::Advance(0) => return false,
+                    outcome => outcome,
+                },
+            },
+            outcome => outcome,
+        };
+        match outcome {
+            Outcome::Advance(used) => {
+                self.tls.consume(used);
+                used > 0
+            }
+            Outcome::Body(used, taken) => {
+                self.tls.consume(used + taken);
+                used + taken > 0
+            }
+            Outcome::Head(used, head) => {
+                self.tls.consume(used);
+                self.on_head(head);
+                true
+            }
+            Outcome::End(used) => {
+                self.tls.consume(used);
+                self.on_end();
+                true
+            }
+            Outcome::Closed { clean } => {
+                self.closed = true;
+                match self.http.finish(clean) {
+                    Ok(Some(_)) => self.on_end(),
+                    Ok(None) => {}
+                    Err(err) => self.on_truncated(err),
+                }
+                true
+            }
+            Outcome::Fail(err) => {
+                self.closed = true;
+                self.on_truncated(err);
+                true
+            }
+        }
+    }
+
+    fn on_head(&mut self, head: ResponseHead) {
+        for value in head.headers_named("x-warning") {
+            for warning in warnings(value) {
+                self.pending.push_back(HistoricalEvent::Warning(warning));
+            }
+        }
+        if head.status >= 300 {
+            self.reading = Reading::Failed {
+                head,
+                body: Vec::new(),
+            };
+        }
+    }
+
+    fn on_end(&mut self) {
+        match std::mem::replace(&mut self.reading, Reading::Idle) {
+            Reading::Idle => {}
+            Reading::Range {
+                mut stream,
+                truncation,
+                finished,
+                failed,
+                ..
+            } => {
+                // Records still buffered are delivered; the stream's verdict follows.
+                let _ = stream.finish();
+                self.reading = Reading::Range {
+                    stream,
+                    body_ended: true,
+                    truncation,
+                    finished,
+                    failed,
+                };
+            }
+            Reading::Json { request, body } => match request.parse(&body) {
+                Ok(response) => self.pending.push_back(HistoricalEvent::Json(response)),
+                Err(reason) => {
+                    self.failure = Some(Error::HttpMalformed {
+                        offset: self.http.bytes_received(),
+                        reason,
+                    });
+                }
+            },
+            Reading::Failed { head, body } => {
+                let err = status_error(head.status, &head.reason, &body, head.header("request-id"));
+                self.failure = Some(Error::HttpStatus(Box::new(err)));
+                self.tls.close();
+            }
+        }
+    }
+
+    /// The response cannot complete: `err` is reported after the records before it.
+    fn on_truncated(&mut self, err: Error) {
+        match &mut self.reading {
+            Reading::Range {
+                stream,
+                body_ended,
+                truncation,
+                ..
+            } if !*body_ended => {
+                // The records already decoded are delivered first, then `err`.
+                let _ = stream.finish();
+                *body_ended = true;
+                *truncation = Some(err);
+            }
+            _ => {
+                self.failure.get_or_insert(err);
+            }
+        }
+    }
+}
+
+/// An error for a state the session's own checks rule out (instead of a panic).
+fn internal(what: &str) -> Error {
+    Error::HttpMalformed {
+        offset: 0,
+        reason: format!("internal: {what}"),
+    }
+}
+
+/// Decodes `data` up to the next HTTP event and hands body bytes to `reading`.
+fn step(http: &mut ClientCodec, reading: &mut Reading, data: &[u8], max_json: usize) -> Outcome {
+    match http.decode(data) {
+        Err(err) => Outcome::Fail(err),
+        Ok((used, ResponseEvent::NeedInput)) => Outcome::Advance(used),
+        Ok((used, ResponseEvent::End)) => Outcome::End(used),
+        Ok((used, ResponseEvent::Head(head))) => Outcome::Head(used, head),
+        Ok((used, ResponseEvent::Body(body))) => match take_body(reading, body, max_json) {
+            Ok(n) => match http.body_consumed(n) {
+                Ok(()) => Outcome::Body(used, n),
+                Err(err) => Outcome::Fail(err),
+            },
+            Err(err) => Outcome::Fail(err),
+        },
+    }
+}
+
+/// What one pump step did, decided while the plaintext is borrowed.
+enum Outcome {
+    Advance(usize),
+    Head(usize, ResponseHead),
+    Body(usize, usize),
+    End(usize),
+    Closed { clean: bool },
+    Fail(Error),
+}
+
+/// Hands body bytes to the reader in flight; returns how many it took.
+fn take_body(reading: &mut Reading, body: &[u8], max_json: usize) -> Result<usize, Error> {
+    match reading {
+        Reading::Idle => Ok(body.len()),
+        Reading::Range { stream, .. } => Ok(stream.handle_input(body)),
+        Reading::Json { body: collected, .. } => {
+            if collected.len() + body.len() > max_json {
+                return Err(Error::InvalidRequest(format!(
+                    "the JSON body exceeds the configured cap of {max_json} bytes"
+                )));
+            }
+            collected.extend_from_slice(body);
+            Ok(body.len())
+        }
+        Reading::Failed { body: kept, .. } => {
+            let room = ERROR_BODY_CAP.saturating_sub(kept.len());
+            kept.extend_from_slice(&body[..room.min(body.len())]);
+            Ok(body.len())
+        }
+    }
+}
