@@ -401,9 +401,9 @@ impl Error {
             Self::Decompression { .. } | Self::WindowTooLarge { .. } => ErrorKind::Decompression,
             Self::Truncated { .. } => ErrorKind::Truncated,
             Self::InvalidRequest(_) => ErrorKind::Usage,
-            Self::LineTooLong { .. } | Self::UnexpectedLine { .. } | Self::UnexpectedData { .. } => {
-                ErrorKind::Protocol
-            }
+            Self::LineTooLong { .. }
+            | Self::UnexpectedLine { .. }
+            | Self::UnexpectedData { .. } => ErrorKind::Protocol,
             Self::AuthRejected { .. } => ErrorKind::Auth,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::ClosedDuringHandshake { .. } => ErrorKind::Closed,

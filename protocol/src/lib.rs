@@ -134,11 +134,11 @@
 
 mod dbn;
 mod error;
-pub mod http;
 pub mod historical;
+pub mod http;
 pub mod live;
-pub mod tls;
 mod stream;
+pub mod tls;
 mod zstd;
 
 pub use crate::dbn::{
@@ -150,3 +150,18 @@ pub use crate::zstd::{Progress, ZSTD_MAGIC, ZstdDecoder};
 
 #[doc(hidden)]
 pub mod doc_support;
+
+/// The client identification sent as the live `client=` field and the HTTP
+/// `User-Agent`: `dbn-pipe/<version> Rust <os>-<arch>`, then `ext` after a space.
+pub(crate) fn user_agent(ext: Option<&str>) -> String {
+    let base = format!(
+        "dbn-pipe/{} Rust {}-{}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    match ext {
+        Some(ext) => format!("{base} {ext}"),
+        None => base,
+    }
+}

@@ -152,8 +152,8 @@ impl TlsSession {
     pub fn new(config: &TlsConfig, server_name: &str) -> Result<Self, Error> {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|e| Error::Config(format!("TLS server name {server_name:?}: {e}")))?;
-        let mut conn = ClientConnection::new(Arc::clone(&config.config), name)
-            .map_err(|e| Error::Tls {
+        let mut conn =
+            ClientConnection::new(Arc::clone(&config.config), name).map_err(|e| Error::Tls {
                 reason: e.to_string(),
             })?;
         conn.set_buffer_limit(Some(Self::PLAINTEXT_LIMIT));
@@ -269,7 +269,9 @@ impl TlsSession {
         match self.conn.reader().into_first_chunk() {
             Ok([]) => Plaintext::Closed { clean: true },
             Ok(data) => Plaintext::Data(data),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Plaintext::Closed { clean: false },
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Plaintext::Closed { clean: false }
+            }
             Err(_) => Plaintext::Pending,
         }
     }
@@ -288,7 +290,9 @@ impl TlsSession {
         use rustls::CertificateError;
         let reason = match err {
             rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
-            | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                ..
+            }) => {
                 format!("the server certificate is not valid for the host name ({err})")
             }
             rustls::Error::InvalidCertificate(

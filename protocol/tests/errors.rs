@@ -2090,9 +2090,21 @@ proptest! {
 fn invalid_enum_bytes_in_old_definitions_are_refused() {
     use std::mem::offset_of;
     let cases = [
-        (1u8, offset_of!(dbn::v1::InstrumentDefMsg, security_update_action), "security_update_action"),
-        (1, offset_of!(dbn::v1::InstrumentDefMsg, user_defined_instrument), "user_defined_instrument"),
-        (2, offset_of!(dbn::v2::InstrumentDefMsg, user_defined_instrument), "user_defined_instrument"),
+        (
+            1u8,
+            offset_of!(dbn::v1::InstrumentDefMsg, security_update_action),
+            "security_update_action",
+        ),
+        (
+            1,
+            offset_of!(dbn::v1::InstrumentDefMsg, user_defined_instrument),
+            "user_defined_instrument",
+        ),
+        (
+            2,
+            offset_of!(dbn::v2::InstrumentDefMsg, user_defined_instrument),
+            "user_defined_instrument",
+        ),
     ];
     for (version, field_offset, field) in cases {
         let good = match version {
@@ -2114,11 +2126,20 @@ fn invalid_enum_bytes_in_old_definitions_are_refused() {
         assert_eq!(expected.kind(), ErrorKind::Framing);
         assert!(expected.to_string().contains(field));
         let as_is = DecoderConfig::default().upgrade_policy(UpgradePolicy::AsIs);
-        expect_error(|| dbn(as_is.clone()), &[&built.bytes], &expected, &built.records);
+        expect_error(
+            || dbn(as_is.clone()),
+            &[&built.bytes],
+            &expected,
+            &built.records,
+        );
         // Converting policies refuse it too, after the two records before it.
         let mut dec = dbn(DecoderConfig::default());
         let out = drive(&mut dec, &[&built.bytes], HOWS[0]);
-        assert_eq!(out.error.as_ref(), Some(&expected), "v{version} {field} UpgradeToV3");
+        assert_eq!(
+            out.error.as_ref(),
+            Some(&expected),
+            "v{version} {field} UpgradeToV3"
+        );
         assert_eq!(out.records.len(), 2);
     }
 }

@@ -11,8 +11,7 @@ use dbn::decode::dbn::fsm::{DbnFsm, ProcessResult};
 use dbn::encode::{EncodeRecord, dbn::Encoder};
 use dbn::{MboMsg, MetadataBuilder, SType, Schema};
 use dbn_pipe_protocol::historical::{
-    GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession, JsonRequest,
-    JsonResponse,
+    GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession, JsonRequest, JsonResponse,
 };
 use dbn_pipe_protocol::live::ApiKey;
 use dbn_pipe_protocol::tls::TlsConfig;
@@ -202,16 +201,24 @@ fn fixture(name: &str) -> Option<Vec<u8>> {
         Ok(bytes) => Some(bytes),
         Err(_) if std::env::var_os("CI").is_some() => panic!("fixture {path}{name} missing in CI"),
         Err(_) => {
-            let _ = writeln!(std::io::stderr(), "NOTE: fixture folder {path} missing; test skipped");
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: fixture folder {path} missing; test skipped"
+            );
             None
         }
     }
 }
 
 fn range_params() -> GetRangeParams {
-    GetRangeParams::new("GLBX.MDP3", Schema::Mbo, ["ESH1", "ESM1"], 1_609_160_400_000_000_000u64)
-        .end(1_609_200_000_000_000_000u64)
-        .limit(2)
+    GetRangeParams::new(
+        "GLBX.MDP3",
+        Schema::Mbo,
+        ["ESH1", "ESM1"],
+        1_609_160_400_000_000_000u64,
+    )
+    .end(1_609_200_000_000_000_000u64)
+    .limit(2)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -232,7 +239,10 @@ fn response(framing: Framing, body: &[u8], extra_headers: &str) -> Vec<u8> {
             out.extend_from_slice(body);
         }
         Framing::Chunked => {
-            out.extend(format!("HTTP/1.1 200 OK\r\n{extra_headers}Transfer-Encoding: chunked\r\n\r\n").bytes());
+            out.extend(
+                format!("HTTP/1.1 200 OK\r\n{extra_headers}Transfer-Encoding: chunked\r\n\r\n")
+                    .bytes(),
+            );
             for (i, chunk) in body.chunks(9_973).enumerate() {
                 out.extend(format!("{:x};ext={i}\r\n", chunk.len()).bytes());
                 out.extend_from_slice(chunk);
@@ -241,7 +251,9 @@ fn response(framing: Framing, body: &[u8], extra_headers: &str) -> Vec<u8> {
             out.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
         }
         Framing::Close => {
-            out.extend(format!("HTTP/1.1 200 OK\r\n{extra_headers}Connection: close\r\n\r\n").bytes());
+            out.extend(
+                format!("HTTP/1.1 200 OK\r\n{extra_headers}Connection: close\r\n\r\n").bytes(),
+            );
             out.extend_from_slice(body);
         }
     }
@@ -262,7 +274,12 @@ fn get_range_request_bytes_are_exact() {
             (k.to_ascii_lowercase(), v.to_owned())
         })
         .collect();
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("host"), Some(HOST));
     // base64("db-0123456789abcdefghijklmnABCDE:")
     assert_eq!(
@@ -270,7 +287,10 @@ fn get_range_request_bytes_are_exact() {
         Some("Basic ZGItMDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1uQUJDREU6")
     );
     assert_eq!(get("accept"), Some("application/octet-stream"));
-    assert_eq!(get("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        get("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(get("content-length"), Some(form.len().to_string().as_str()));
     assert!(get("user-agent").unwrap().starts_with("dbn-pipe/"));
     assert_eq!(
@@ -333,10 +353,19 @@ fn close_without_close_notify_is_truncation_after_the_records() {
     pair.deliver(4096, &mut seen);
     pair.client.handle_eof();
     drain(&mut pair.client, &mut seen);
-    assert!(seen.records == records, "every record before the cut arrives");
+    assert!(
+        seen.records == records,
+        "every record before the cut arrives"
+    );
     let err = seen.error.expect("an unclean close is reported");
     assert!(
-        matches!(err, Error::Truncated { part: TruncatedPart::HttpBody, .. }),
+        matches!(
+            err,
+            Error::Truncated {
+                part: TruncatedPart::HttpBody,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(seen.done, 0);
@@ -388,7 +417,10 @@ fn error_responses_carry_message_case_and_request_id() {
         let mut seen = Seen::default();
         pair.deliver(usize::MAX, &mut seen);
         let Some(Error::HttpStatus(err)) = seen.error else {
-            panic!("{status}: expected an HttpStatus error, got {:?}", seen.error);
+            panic!(
+                "{status}: expected an HttpStatus error, got {:?}",
+                seen.error
+            );
         };
         assert_eq!(err.status.to_string(), status[..3]);
         assert!(err.message.contains(message), "{}", err.message);
@@ -412,15 +444,23 @@ fn json_endpoints_and_keep_alive() {
         })
         .unwrap();
     let first = String::from_utf8(pair.handshake()).unwrap();
-    assert!(first.starts_with("GET /v0/metadata.list_datasets HTTP/1.1\r\n"), "{first}");
+    assert!(
+        first.starts_with("GET /v0/metadata.list_datasets HTTP/1.1\r\n"),
+        "{first}"
+    );
     let body = br#"["GLBX.MDP3","XNAS.ITCH"]"#;
-    pair.server_send(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    pair.server_send(
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+    );
     pair.server_send(body);
     let mut seen = Seen::default();
     pair.deliver(usize::MAX, &mut seen);
     assert_eq!(
         seen.json,
-        [JsonResponse::Datasets(vec!["GLBX.MDP3".into(), "XNAS.ITCH".into()])]
+        [JsonResponse::Datasets(vec![
+            "GLBX.MDP3".into(),
+            "XNAS.ITCH".into()
+        ])]
     );
     assert!(pair.client.is_ready());
     // A second request on the same connection: a get_range, chunked.
@@ -435,8 +475,14 @@ fn json_endpoints_and_keep_alive() {
     assert!(seen.error.is_none(), "{:?}", seen.error);
     assert!(seen.records == records);
     assert_eq!(seen.done, 1);
-    assert!(pair.client.get_range(&range_params()).is_ok(), "keep-alive again");
-    assert!(pair.client.get_range(&range_params()).is_err(), "no pipelining");
+    assert!(
+        pair.client.get_range(&range_params()).is_ok(),
+        "keep-alive again"
+    );
+    assert!(
+        pair.client.get_range(&range_params()).is_err(),
+        "no pipelining"
+    );
 }
 
 #[test]
@@ -452,7 +498,10 @@ fn slow_consumer_keeps_the_chain_bounded() {
     let taken = pair.client.handle_input(&pair.to_client[pair.taken..]);
     pair.taken += taken;
     // TLS holds at most its plaintext limit plus a record before it stops.
-    assert!(taken < 256 * 1024, "took {taken} of {total} bytes with no consumer");
+    assert!(
+        taken < 256 * 1024,
+        "took {taken} of {total} bytes with no consumer"
+    );
     let mut records = 0usize;
     let mut max_ahead = 0usize;
     loop {
@@ -467,15 +516,24 @@ fn slow_consumer_keeps_the_chain_bounded() {
             None => {
                 // Nothing decoded: the session must take more input now.
                 let more = pair.client.handle_input(&pair.to_client[pair.taken..]);
-                assert!(more > 0, "stalled with {records} records, taken {} of {total}", pair.taken);
+                assert!(
+                    more > 0,
+                    "stalled with {records} records, taken {} of {total}",
+                    pair.taken
+                );
                 pair.taken += more;
             }
         }
         // Ciphertext taken but not yet turned into delivered records stays bounded.
-        let ahead = pair.taken.saturating_sub(records * 56 * body.len() / (200_000 * 56 + 200));
+        let ahead = pair
+            .taken
+            .saturating_sub(records * 56 * body.len() / (200_000 * 56 + 200));
         max_ahead = max_ahead.max(ahead);
     }
     assert_eq!(records, 200_000);
     assert_eq!(pair.taken, total);
-    assert!(max_ahead < 512 * 1024, "ran {max_ahead} bytes ahead of the consumer");
+    assert!(
+        max_ahead < 512 * 1024,
+        "ran {max_ahead} bytes ahead of the consumer"
+    );
 }

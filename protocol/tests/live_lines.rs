@@ -27,7 +27,10 @@ fn auth_line(config: LiveConfig) -> String {
     let now = Instant::now();
     let mut session = LiveSession::new(config, now).unwrap();
     let greeting = format!("lsg_version=0.4.2\ncram={CHALLENGE}\n");
-    assert_eq!(session.handle_input(now, greeting.as_bytes()), greeting.len());
+    assert_eq!(
+        session.handle_input(now, greeting.as_bytes()),
+        greeting.len()
+    );
     let mut out = Vec::new();
     let _ = session.poll_transmit(&mut out);
     String::from_utf8(out).unwrap()
@@ -151,7 +154,9 @@ fn invalid_requests_fail_before_anything_is_sent() {
     let empty: Vec<String> = Vec::new();
     let cases = [
         Subscription::new(Schema::Mbo, empty),
-        Subscription::new(Schema::Mbo, ["ESH1"]).snapshot(true).start(0u64),
+        Subscription::new(Schema::Mbo, ["ESH1"])
+            .snapshot(true)
+            .start(0u64),
         Subscription::new(Schema::Trades, ["ESH1"]).snapshot(true),
         Subscription::new(Schema::Trades, ["ES|H1"]),
         Subscription::new(Schema::Trades, [""]),
@@ -171,7 +176,11 @@ fn invalid_requests_fail_before_anything_is_sent() {
     assert_eq!(err.kind(), ErrorKind::Usage);
     assert!(session.start(now).is_err(), "a second start is refused");
     let mut out = Vec::new();
-    assert_eq!(session.poll_transmit(&mut out), 0, "nothing sent before the handshake");
+    assert_eq!(
+        session.poll_transmit(&mut out),
+        0,
+        "nothing sent before the handshake"
+    );
     // A subscription without start after start is fine.
     assert!(
         session
@@ -185,7 +194,10 @@ fn configuration_is_validated() {
     assert_eq!(ApiKey::new("short").unwrap_err().kind(), ErrorKind::Config);
     assert!(ApiKey::new("db-0123456789abcdefghijklmn|BCDE").is_err());
     let err = ApiKey::new("db-0123456789abcdefghijklmnABCDEF").unwrap_err();
-    assert!(!err.to_string().contains("0123456789"), "never echo the key: {err}");
+    assert!(
+        !err.to_string().contains("0123456789"),
+        "never echo the key: {err}"
+    );
     let now = Instant::now();
     for bad in [
         config().heartbeat_interval_s(4),
@@ -194,11 +206,17 @@ fn configuration_is_validated() {
         LiveConfig::new(ApiKey::new(KEY).unwrap(), "GLBX|MDP3"),
         config().user_agent_extension("a\nb"),
     ] {
-        assert_eq!(LiveSession::new(bad, now).unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(
+            LiveSession::new(bad, now).unwrap_err().kind(),
+            ErrorKind::Config
+        );
     }
     assert!(LiveSession::new(config().heartbeat_interval_s(5), now).is_ok());
     assert!(LiveSession::new(config().heartbeat_interval_s(1800), now).is_ok());
-    assert_eq!(format!("{:?}", ApiKey::new(KEY).unwrap()), "ApiKey(<redacted>)");
+    assert_eq!(
+        format!("{:?}", ApiKey::new(KEY).unwrap()),
+        "ApiKey(<redacted>)"
+    );
     assert!(!format!("{:?}", config()).contains(KEY));
 }
 
@@ -218,8 +236,18 @@ mod official {
     fn auth_request_matches_the_official_client() {
         for (compression, ts_out, heartbeat, slow) in [
             (LiveCompression::None, false, None, None),
-            (LiveCompression::Zstd, true, Some(10), Some(SlowReaderBehavior::Warn)),
-            (LiveCompression::None, true, Some(1800), Some(SlowReaderBehavior::Skip)),
+            (
+                LiveCompression::Zstd,
+                true,
+                Some(10),
+                Some(SlowReaderBehavior::Warn),
+            ),
+            (
+                LiveCompression::None,
+                true,
+                Some(1800),
+                Some(SlowReaderBehavior::Skip),
+            ),
         ] {
             let mut ours = config().compression(compression).ts_out(ts_out);
             if let Some(h) = heartbeat {
@@ -265,7 +293,9 @@ mod official {
                     .stype_in(SType::InstrumentId)
                     .start(Start::Nanos(1_700_000_000_000_000_000))
                     .id(9),
-                Subscription::new(Schema::Mbo, ["ESH1"]).snapshot(true).id(10),
+                Subscription::new(Schema::Mbo, ["ESH1"])
+                    .snapshot(true)
+                    .id(10),
             ],
             true,
         );
@@ -287,15 +317,51 @@ mod official {
             );
         }
         theirs.push(
-            SubRequest::new(Schema::Mbo, SType::RawSymbol, None, true, Some(10), "ESH1", true)
-                .as_str()
-                .to_owned(),
+            SubRequest::new(
+                Schema::Mbo,
+                SType::RawSymbol,
+                None,
+                true,
+                Some(10),
+                "ESH1",
+                true,
+            )
+            .as_str()
+            .to_owned(),
         );
         theirs.push(StartRequest.as_str().to_owned());
         assert_eq!(ours.len(), theirs.len());
         for (ours, theirs) in ours.iter().zip(&theirs) {
             assert_eq!(fields(ours), fields(theirs), "{ours} vs {theirs}");
-            assert_eq!(ours.trim_end(), theirs.trim_end_matches('\n').trim_end(), "byte-exact");
+            assert_eq!(
+                ours.trim_end(),
+                theirs.trim_end_matches('\n').trim_end(),
+                "byte-exact"
+            );
         }
     }
+}
+
+/// A rejected key must reach the application before a reconnect can discard it: a
+/// driver that reconnects on every close would otherwise retry a bad key forever.
+#[test]
+fn reconnect_waits_until_a_handshake_error_was_polled() {
+    use dbn_pipe_protocol::live::ReconnectPolicy;
+    let now = Instant::now();
+    let mut session = LiveSession::new(config(), now).unwrap();
+    session.handle_input(now, format!("lsg-test\ncram={CHALLENGE}\n").as_bytes());
+    session.handle_input(now, b"success=0|error=Authentication failed.\n");
+    session.handle_eof();
+    let refused = session
+        .reconnect(now, ReconnectPolicy::GapFill)
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Usage);
+    let err = session.poll_event().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert!(err.to_string().contains("Authentication failed."));
+    session.reconnect(now, ReconnectPolicy::GapFill).unwrap();
+    assert!(
+        session.poll_event().unwrap().is_none(),
+        "a fresh connection has no events"
+    );
 }

@@ -32,7 +32,10 @@ fn server(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
 
 /// Moves bytes between client and server until neither has anything to send.
 /// Returns the first client error.
-fn pump(client: &mut TlsSession, server: &mut ServerConnection) -> Result<(), dbn_pipe_protocol::Error> {
+fn pump(
+    client: &mut TlsSession,
+    server: &mut ServerConnection,
+) -> Result<(), dbn_pipe_protocol::Error> {
     for _ in 0..100 {
         let mut to_server = Vec::new();
         let _ = client.poll_transmit(&mut to_server);
@@ -101,7 +104,9 @@ fn connect(names: &[&str], host: &str) -> (TlsSession, ServerConnection) {
 fn handshake_and_data_both_ways() {
     let (mut client, mut server) = connect(&["localhost"], "localhost");
     assert!(client.is_handshaking());
-    client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     pump(&mut client, &mut server).unwrap();
     assert!(!client.is_handshaking());
     let mut request = vec![0; 64];
@@ -126,7 +131,10 @@ fn handshake_and_data_both_ways() {
         let (data, closed) = read_all_plaintext(&mut client);
         received.extend_from_slice(&data);
         clean = closed;
-        assert!(taken > 0 || !data.is_empty() || closed.is_some(), "no progress");
+        assert!(
+            taken > 0 || !data.is_empty() || closed.is_some(),
+            "no progress"
+        );
     }
     assert_eq!(received, body);
     assert_eq!(clean, Some(true), "close_notify was sent");
@@ -151,7 +159,11 @@ fn plaintext_backpressure_stops_the_input() {
         }
         offset += taken;
     }
-    assert!(offset < to_client.len() / 4, "took {offset} of {} bytes", to_client.len());
+    assert!(
+        offset < to_client.len() / 4,
+        "took {offset} of {} bytes",
+        to_client.len()
+    );
     let Plaintext::Data(data) = client.plaintext() else {
         panic!("plaintext is buffered");
     };
@@ -172,7 +184,10 @@ fn untrusted_root_is_rejected() {
     let mut server = ServerConnection::new(config).unwrap();
     let err = pump(&mut client, &mut server).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls);
-    assert!(err.to_string().contains("not signed by a trusted root"), "{err}");
+    assert!(
+        err.to_string().contains("not signed by a trusted root"),
+        "{err}"
+    );
     // Sticky.
     assert_eq!(client.handle_input(b"x").unwrap_err(), err);
 }
@@ -182,7 +197,10 @@ fn wrong_host_name_is_rejected() {
     let (mut client, mut server) = connect(&["hist.example.test"], "localhost");
     let err = pump(&mut client, &mut server).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls);
-    assert!(err.to_string().contains("not valid for the host name"), "{err}");
+    assert!(
+        err.to_string().contains("not valid for the host name"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,10 +222,17 @@ fn close_without_close_notify_is_unclean() {
 #[test]
 fn bad_configuration_is_a_config_error() {
     assert_eq!(
-        TlsConfig::builder().without_webpki_roots().build().unwrap_err().kind(),
+        TlsConfig::builder()
+            .without_webpki_roots()
+            .build()
+            .unwrap_err()
+            .kind(),
         ErrorKind::Config
     );
     assert!(TlsConfig::builder().add_pem(b"not a pem").is_err());
     let tls = TlsConfig::builder().build().unwrap();
-    assert_eq!(TlsSession::new(&tls, "bad name!").unwrap_err().kind(), ErrorKind::Config);
+    assert_eq!(
+        TlsSession::new(&tls, "bad name!").unwrap_err().kind(),
+        ErrorKind::Config
+    );
 }

@@ -840,7 +840,7 @@ impl ExactSizeIterator for RecordBatch<'_> {}
 
 #[cfg(test)]
 mod tests {
-    use dbn::{MboMsg, Record, TradeMsg, rtype};
+    use dbn::{MboMsg, TradeMsg, rtype};
 
     use super::*;
     use crate::FragmentFormat;

@@ -66,7 +66,10 @@ pub(crate) fn invalid_field(check: FieldCheck, record: &[u8]) -> Option<(&'stati
     let (action, user_defined) = match check {
         FieldCheck::None => return None,
         FieldCheck::DefV1 => (
-            Some(offset_of!(dbn::v1::InstrumentDefMsg, security_update_action)),
+            Some(offset_of!(
+                dbn::v1::InstrumentDefMsg,
+                security_update_action
+            )),
             offset_of!(dbn::v1::InstrumentDefMsg, user_defined_instrument),
         ),
         FieldCheck::DefV2 => (
@@ -215,20 +218,38 @@ mod tests {
 
     #[test]
     fn enum_fields_of_old_definitions_are_checked() {
-        let mut v1 = dbn::v1::InstrumentDefMsg::default();
-        v1.security_update_action = dbn::SecurityUpdateAction::Add;
+        let v1 = dbn::v1::InstrumentDefMsg {
+            security_update_action: dbn::SecurityUpdateAction::Add,
+            ..Default::default()
+        };
         let mut bytes = v1.as_ref().to_vec();
         assert_eq!(invalid_field(FieldCheck::DefV1, &bytes), None);
         let at = std::mem::offset_of!(dbn::v1::InstrumentDefMsg, security_update_action);
         bytes[at] = b'X';
-        assert_eq!(invalid_field(FieldCheck::DefV1, &bytes), Some(("security_update_action", b'X')));
+        assert_eq!(
+            invalid_field(FieldCheck::DefV1, &bytes),
+            Some(("security_update_action", b'X'))
+        );
         let v2 = dbn::v2::InstrumentDefMsg::default();
         let mut bytes = v2.as_ref().to_vec();
         assert_eq!(invalid_field(FieldCheck::DefV2, &bytes), None);
         bytes[std::mem::offset_of!(dbn::v2::InstrumentDefMsg, user_defined_instrument)] = 0;
-        assert_eq!(invalid_field(FieldCheck::DefV2, &bytes), Some(("user_defined_instrument", 0)));
-        assert_eq!(Layout::new(3, false, UpgradePolicy::AsIs).entry(rtype::INSTRUMENT_DEF).fields, FieldCheck::None);
-        assert_eq!(Layout::new(1, true, UpgradePolicy::AsIs).entry(rtype::INSTRUMENT_DEF).fields, FieldCheck::DefV1);
+        assert_eq!(
+            invalid_field(FieldCheck::DefV2, &bytes),
+            Some(("user_defined_instrument", 0))
+        );
+        assert_eq!(
+            Layout::new(3, false, UpgradePolicy::AsIs)
+                .entry(rtype::INSTRUMENT_DEF)
+                .fields,
+            FieldCheck::None
+        );
+        assert_eq!(
+            Layout::new(1, true, UpgradePolicy::AsIs)
+                .entry(rtype::INSTRUMENT_DEF)
+                .fields,
+            FieldCheck::DefV1
+        );
     }
 
     #[test]

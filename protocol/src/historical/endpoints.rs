@@ -169,11 +169,15 @@ impl JsonRequest {
     pub(crate) fn parse(&self, body: &[u8]) -> Result<JsonResponse, String> {
         let err = |e: serde_json::Error| format!("unexpected JSON from the server: {e}");
         Ok(match self {
-            Self::ListDatasets { .. } => JsonResponse::Datasets(serde_json::from_slice(body).map_err(err)?),
+            Self::ListDatasets { .. } => {
+                JsonResponse::Datasets(serde_json::from_slice(body).map_err(err)?)
+            }
             Self::GetDatasetRange { .. } => {
                 JsonResponse::DatasetRange(serde_json::from_slice(body).map_err(err)?)
             }
-            Self::GetRecordCount(_) => JsonResponse::RecordCount(serde_json::from_slice(body).map_err(err)?),
+            Self::GetRecordCount(_) => {
+                JsonResponse::RecordCount(serde_json::from_slice(body).map_err(err)?)
+            }
             Self::GetCost(_) => JsonResponse::Cost(serde_json::from_slice(body).map_err(err)?),
             Self::SymbologyResolve(_) => {
                 JsonResponse::Resolution(serde_json::from_slice(body).map_err(err)?)
@@ -246,7 +250,10 @@ mod tests {
         let range = JsonRequest::GetDatasetRange {
             dataset: "GLBX.MDP3".into(),
         };
-        assert_eq!(range.call().target, "/v0/metadata.get_dataset_range?dataset=GLBX.MDP3");
+        assert_eq!(
+            range.call().target,
+            "/v0/metadata.get_dataset_range?dataset=GLBX.MDP3"
+        );
         let p = GetRangeParams::new("GLBX.MDP3", Schema::Trades, ["ES"], 5u64).limit(3);
         let count = JsonRequest::GetRecordCount(p.clone()).call();
         assert!(count.post);
@@ -255,7 +262,13 @@ mod tests {
             count.form.as_deref(),
             Some("dataset=GLBX.MDP3&symbols=ES&schema=trades&start=5&stype_in=raw_symbol&limit=3")
         );
-        assert!(JsonRequest::GetCost(p).call().form.unwrap().ends_with("&mode=historical-streaming"));
+        assert!(
+            JsonRequest::GetCost(p)
+                .call()
+                .form
+                .unwrap()
+                .ends_with("&mode=historical-streaming")
+        );
         let resolve = JsonRequest::SymbologyResolve(ResolveParams {
             dataset: "GLBX.MDP3".into(),
             symbols: ["ESM4", "NQM4"].into(),
@@ -281,10 +294,15 @@ mod tests {
         );
         let p = GetRangeParams::new("X", Schema::Trades, ["ES"], 0u64);
         assert_eq!(
-            JsonRequest::GetRecordCount(p.clone()).parse(b"1234").unwrap(),
+            JsonRequest::GetRecordCount(p.clone())
+                .parse(b"1234")
+                .unwrap(),
             JsonResponse::RecordCount(1234)
         );
-        assert_eq!(JsonRequest::GetCost(p).parse(b"0.75").unwrap(), JsonResponse::Cost(0.75));
+        assert_eq!(
+            JsonRequest::GetCost(p).parse(b"0.75").unwrap(),
+            JsonResponse::Cost(0.75)
+        );
         let resolution = br#"{"result":{"ESM4":[{"d0":"2024-01-01","d1":"2024-01-02","s":"12345"}]},"symbols":["ESM4"],"stype_in":"raw_symbol","stype_out":"instrument_id","start_date":"2024-01-01","end_date":"2024-01-02","partial":[],"not_found":["XX"],"message":"OK","status":0}"#;
         let JsonResponse::Resolution(r) = JsonRequest::SymbologyResolve(ResolveParams {
             dataset: "GLBX.MDP3".into(),

@@ -7,6 +7,8 @@ mod params;
 mod session;
 mod status;
 
-pub use endpoints::{DatasetRange, JsonRequest, JsonResponse, MappingInterval, Resolution, ResolveParams};
+pub use endpoints::{
+    DatasetRange, JsonRequest, JsonResponse, MappingInterval, Resolution, ResolveParams,
+};
 pub use params::{DateTime, GetRangeParams};
 pub use session::{HIST_HOST, HistoricalConfig, HistoricalEvent, HistoricalSession};

@@ -26,7 +26,6 @@ impl DateTime {
             crate::live::Start::Nanos(n) => Ok(Self::Nanos(n)),
         }
     }
-
 }
 
 /// A point in time as sent on the wire.
@@ -210,10 +209,27 @@ mod tests {
     #[test]
     fn invalid_parameters_are_refused() {
         let empty: Vec<String> = Vec::new();
-        assert!(GetRangeParams::new("GLBX.MDP3", Schema::Mbo, empty, 0u64).validate().is_err());
-        assert!(GetRangeParams::new("", Schema::Mbo, ["A"], 0u64).validate().is_err());
-        assert!(GetRangeParams::new("X", Schema::Mbo, ["A,B"], 0u64).validate().is_err());
-        assert!(GetRangeParams::new("X", Schema::Mbo, ["A"], 0u64).limit(0).validate().is_err());
+        assert!(
+            GetRangeParams::new("GLBX.MDP3", Schema::Mbo, empty, 0u64)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            GetRangeParams::new("", Schema::Mbo, ["A"], 0u64)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            GetRangeParams::new("X", Schema::Mbo, ["A,B"], 0u64)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            GetRangeParams::new("X", Schema::Mbo, ["A"], 0u64)
+                .limit(0)
+                .validate()
+                .is_err()
+        );
         assert!(DateTime::iso8601("nope").is_err());
     }
 }

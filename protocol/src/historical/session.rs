@@ -12,10 +12,7 @@ use super::status::{ERROR_BODY_CAP, status_error, warnings};
 use crate::http::{ClientCodec, CodecConfig, Request, ResponseEvent, ResponseHead};
 use crate::live::ApiKey;
 use crate::tls::{Plaintext, TlsConfig, TlsSession};
-use crate::{
-    Compression, Decoded, DecoderConfig, Error, RecordBatch, StreamConfig,
-    StreamDecoder,
-};
+use crate::{Compression, Decoded, DecoderConfig, Error, RecordBatch, StreamConfig, StreamDecoder};
 
 /// The Historical API host.
 pub const HIST_HOST: &str = "hist.databento.com";
@@ -81,16 +78,7 @@ impl HistoricalConfig {
 
     /// The `User-Agent`: the same string as the live `client=` field.
     pub fn user_agent(&self) -> String {
-        let base = format!(
-            "dbn-pipe/{} Rust {}-{}",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH
-        );
-        match &self.user_agent_ext {
-            Some(ext) => format!("{base} {ext}"),
-            None => base,
-        }
+        crate::user_agent(self.user_agent_ext.as_deref())
     }
 }
 
@@ -191,7 +179,11 @@ impl HistoricalSession {
     pub fn get_range(&mut self, params: &GetRangeParams) -> Result<(), Error> {
         params.validate()?;
         let stream = StreamDecoder::new(StreamConfig {
-            decoder: self.config.decoder.clone().upgrade_policy(params.upgrade_policy),
+            decoder: self
+                .config
+                .decoder
+                .clone()
+                .upgrade_policy(params.upgrade_policy),
             compression: Compression::Zstd,
             ..StreamConfig::default()
         })?;
@@ -230,7 +222,9 @@ impl HistoricalSession {
 
     fn send(&mut self, request: Request) -> Result<(), Error> {
         if let Some(err) = &self.failure {
-            return Err(Error::InvalidRequest(format!("the connection failed: {err}")));
+            return Err(Error::InvalidRequest(format!(
+                "the connection failed: {err}"
+            )));
         }
         if self.closed {
             return Err(Error::InvalidRequest(
@@ -246,11 +240,15 @@ impl HistoricalSession {
         let request = request
             .header(
                 "Authorization",
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                ),
             )
             .header("User-Agent", self.config.user_agent());
         let mut bytes = Vec::new();
-        self.http.send_request(&request, &self.config.host, &mut bytes)?;
+        self.http
+            .send_request(&request, &self.config.host, &mut bytes)?;
         self.tls.send(&bytes)
     }
 
@@ -532,7 +530,9 @@ fn take_body(reading: &mut Reading, body: &[u8], max_json: usize) -> Result<usiz
     match reading {
         Reading::Idle => Ok(body.len()),
         Reading::Range { stream, .. } => Ok(stream.handle_input(body)),
-        Reading::Json { body: collected, .. } => {
+        Reading::Json {
+            body: collected, ..
+        } => {
             if collected.len() + body.len() > max_json {
                 return Err(Error::InvalidRequest(format!(
                     "the JSON body exceeds the configured cap of {max_json} bytes"

@@ -64,8 +64,16 @@ mod tests {
 
     #[test]
     fn both_json_shapes_and_html() {
-        let e = status_error(422, "Unprocessable Entity", br#"{"detail": "Invalid symbol"}"#, Some("abc"));
-        assert_eq!((e.message.as_str(), e.case.as_deref()), ("Invalid symbol", None));
+        let e = status_error(
+            422,
+            "Unprocessable Entity",
+            br#"{"detail": "Invalid symbol"}"#,
+            Some("abc"),
+        );
+        assert_eq!(
+            (e.message.as_str(), e.case.as_deref()),
+            ("Invalid symbol", None)
+        );
         assert_eq!(e.request_id.as_deref(), Some("abc"));
         let e = status_error(
             400,
@@ -80,7 +88,8 @@ mod tests {
         assert!(e.message.contains("502 Bad Gateway"));
         let big = vec![b'x'; 10_000];
         assert_eq!(status_error(500, "", &big, None).body.len(), ERROR_BODY_CAP);
-        let shown = status_error(401, "Unauthorized", br#"{"detail":"Bad key"}"#, Some("r-1")).to_string();
+        let shown =
+            status_error(401, "Unauthorized", br#"{"detail":"Bad key"}"#, Some("r-1")).to_string();
         assert!(shown.contains("401") && shown.contains("Bad key") && shown.contains("r-1"));
     }
 

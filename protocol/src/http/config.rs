@@ -24,6 +24,8 @@ impl CodecConfig {
     pub const MAX_HEADERS: usize = 1024;
     /// Default cap on a chunk size line, extensions and CRLF included: 4 KiB.
     pub const DEFAULT_MAX_CHUNK_LINE: usize = 4 * 1024;
+    /// Largest chunk size line cap accepted: 64 KiB.
+    pub const MAX_CHUNK_LINE: usize = 64 * 1024;
 
     /// Sets the largest response head, and trailer section, accepted in bytes
     /// (default 64 KiB; 32 to 1 MiB). A head is buffered until its blank line arrives;
@@ -43,7 +45,7 @@ impl CodecConfig {
     }
 
     /// Sets the longest chunk size line accepted, extensions and CRLF included
-    /// (default 4 KiB; 8 up to the head cap). Longer is [`Error::HttpMalformed`].
+    /// (default 4 KiB; 8 to 64 KiB). Longer is [`Error::HttpMalformed`].
     #[must_use]
     pub fn max_chunk_line(mut self, bytes: usize) -> Self {
         self.max_chunk_line = bytes;
@@ -71,7 +73,7 @@ impl CodecConfig {
             "max_chunk_line",
             self.max_chunk_line,
             8,
-            self.max_head_bytes,
+            Self::MAX_CHUNK_LINE,
         )
     }
 }

@@ -949,9 +949,7 @@ fn config_is_validated() {
         CodecConfig::default().max_head_bytes(8),
         CodecConfig::default().max_head_bytes(usize::MAX),
         CodecConfig::default().max_chunk_line(2),
-        CodecConfig::default()
-            .max_head_bytes(1024)
-            .max_chunk_line(4096),
+        CodecConfig::default().max_chunk_line(64 * 1024 + 1),
     ] {
         assert!(matches!(ClientCodec::new(config), Err(Error::Config(_))));
     }

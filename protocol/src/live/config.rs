@@ -17,7 +17,10 @@ pub const GATEWAY_PORT: u16 = 13_000;
 /// assert_eq!(gateway_address("GLBX.MDP3"), ("glbx-mdp3.lsg.databento.com".to_owned(), 13_000));
 /// ```
 pub fn gateway_address(dataset: &str) -> (String, u16) {
-    let host = format!("{}.lsg.databento.com", dataset.replace('.', "-").to_ascii_lowercase());
+    let host = format!(
+        "{}.lsg.databento.com",
+        dataset.replace('.', "-").to_ascii_lowercase()
+    );
     (host, GATEWAY_PORT)
 }
 
@@ -179,16 +182,7 @@ impl LiveConfig {
     /// The user agent sent as `client=`: `dbn-pipe/<version> Rust <os>-<arch>`, then
     /// the extension if set.
     pub fn user_agent(&self) -> String {
-        let base = format!(
-            "dbn-pipe/{} Rust {}-{}",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH
-        );
-        match &self.user_agent_ext {
-            Some(ext) => format!("{base} {ext}"),
-            None => base,
-        }
+        crate::user_agent(self.user_agent_ext.as_deref())
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -213,7 +207,9 @@ impl LiveConfig {
             }
         }
         if self.auth_timeout.is_zero() {
-            return Err(Error::Config("the auth timeout must be positive".to_owned()));
+            return Err(Error::Config(
+                "the auth timeout must be positive".to_owned(),
+            ));
         }
         if self.decoder.fragment.is_some() {
             return Err(Error::Config(

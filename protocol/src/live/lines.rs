@@ -20,7 +20,11 @@ impl LineReader {
     /// Takes bytes from `input` up to and including the first `\n`. Returns how many
     /// were taken and the line (without `\n` or a trailing `\r`) once complete.
     /// `offset` is the connection offset of `input[0]`, for errors.
-    pub(crate) fn read(&mut self, input: &[u8], offset: u64) -> Result<(usize, Option<String>), Error> {
+    pub(crate) fn read(
+        &mut self,
+        input: &[u8],
+        offset: u64,
+    ) -> Result<(usize, Option<String>), Error> {
         let line_start = offset - self.partial.len() as u64;
         match input.iter().position(|&b| b == b'\n') {
             Some(end) => {
@@ -90,11 +94,20 @@ mod tests {
         let mut reader = LineReader::new(8);
         assert_eq!(reader.read(b"12345", 10).unwrap(), (5, None));
         let err = reader.read(b"6789", 15).unwrap_err();
-        assert_eq!(err, Error::LineTooLong { offset: 10, limit: 8 });
+        assert_eq!(
+            err,
+            Error::LineTooLong {
+                offset: 10,
+                limit: 8
+            }
+        );
         let mut reader = LineReader::new(8);
         assert!(reader.read(b"123456789\n", 0).is_err());
         let mut reader = LineReader::new(8);
-        assert_eq!(reader.read(b"12345678\n", 0).unwrap().1.as_deref(), Some("12345678"));
+        assert_eq!(
+            reader.read(b"12345678\n", 0).unwrap().1.as_deref(),
+            Some("12345678")
+        );
     }
 
     #[test]

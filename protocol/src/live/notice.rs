@@ -81,7 +81,10 @@ impl<'a> GatewayNotice<'a> {
                 code: None,
                 text: msg.msg().unwrap_or_default(),
             },
-            None => Self::System { code: None, text: "" },
+            None => Self::System {
+                code: None,
+                text: "",
+            },
         }
     }
 

@@ -21,7 +21,10 @@ impl Delivery {
     /// when delivered.
     #[inline]
     pub(crate) fn admit(&mut self, rec: &RecordRef<'_>) -> bool {
-        if matches!(rec.header().rtype, rtype::SYSTEM | rtype::ERROR | rtype::SYMBOL_MAPPING) {
+        if matches!(
+            rec.header().rtype,
+            rtype::SYSTEM | rtype::ERROR | rtype::SYMBOL_MAPPING
+        ) {
             return true;
         }
         let ts = rec.raw_index_ts();
@@ -65,10 +68,11 @@ mod tests {
     use super::*;
 
     fn mbo(ts_recv: u64, order_id: u64) -> MboMsg {
-        let mut rec = MboMsg::default();
-        rec.ts_recv = ts_recv;
-        rec.order_id = order_id;
-        rec
+        MboMsg {
+            ts_recv,
+            order_id,
+            ..MboMsg::default()
+        }
     }
 
     #[test]

@@ -42,7 +42,12 @@ pub(crate) fn auth_request(config: &LiveConfig, challenge: &str) -> String {
 /// Appends the subscription lines of `sub` to `out`: one per chunk of at most 500
 /// symbols, `is_last=1` on the last only. `start` replaces the subscription's own
 /// start (`None` sends none).
-pub(crate) fn subscription_lines(sub: &Subscription, id: u32, start: Option<&Start>, out: &mut Vec<u8>) {
+pub(crate) fn subscription_lines(
+    sub: &Subscription,
+    id: u32,
+    start: Option<&Start>,
+    out: &mut Vec<u8>,
+) {
     let chunks: Vec<String> = match &sub.symbols {
         Symbols::All => vec![ALL_SYMBOLS.to_owned()],
         Symbols::List(list) => list

@@ -24,6 +24,13 @@ pub enum ReconnectPolicy {
     /// Resubscribe with `start` at the index timestamp of the last delivered record
     /// and drop the replayed records already delivered, so every record is delivered
     /// exactly once (within the gateway's intraday replay window).
+    ///
+    /// Limits: duplicates are recognised by the last delivered index timestamp and how
+    /// many records carried it, across all subscriptions, so it assumes the replay
+    /// repeats records at that timestamp in the original order. Snapshot
+    /// subscriptions are re-sent as snapshots (a fresh book). When nothing had been
+    /// delivered, subscriptions are re-sent with their own start (none if they had
+    /// none). Gateway notices and symbol mappings are delivered again, not dropped.
     GapFill,
 }
 
@@ -221,6 +228,8 @@ pub struct LiveSession {
     auth_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     failure: Option<Error>,
+    /// `poll_event` has returned `failure` at least once.
+    failure_reported: bool,
     delivery: Delivery,
     /// The policy of a reconnect in progress (until re-authenticated).
     reconnecting: Option<ReconnectPolicy>,
@@ -252,6 +261,7 @@ impl LiveSession {
             eof: false,
             heartbeat_deadline: None,
             failure: None,
+            failure_reported: false,
             delivery: Delivery::default(),
             reconnecting: None,
         })
@@ -489,7 +499,10 @@ impl LiveSession {
             return self.poll_stream();
         }
         match &self.failure {
-            Some(err) => Err(err.clone()),
+            Some(err) => {
+                self.failure_reported = true;
+                Err(err.clone())
+            }
             None => Ok(None),
         }
     }
@@ -503,7 +516,12 @@ impl LiveSession {
     /// records have not all been polled: call [`handle_eof`](Self::handle_eof) and
     /// drain [`poll_event`](Self::poll_event) first, so nothing is lost.
     pub fn reconnect(&mut self, now: Instant, policy: ReconnectPolicy) -> Result<(), Error> {
-        if self.phase != Phase::Ended || self.stream_active || !self.pending.is_empty() {
+        let unreported = self.failure.is_some() && !self.failure_reported;
+        if self.phase != Phase::Ended
+            || self.stream_active
+            || !self.pending.is_empty()
+            || unreported
+        {
             return Err(Error::InvalidRequest(
                 "reconnect needs the current connection ended and drained (handle_eof, then poll_event until Closed or an error)"
                     .to_owned(),
@@ -517,6 +535,7 @@ impl LiveSession {
         self.received = 0;
         self.eof = false;
         self.failure = None;
+        self.failure_reported = false;
         self.auth_deadline = Some(now + self.config.auth_timeout);
         self.heartbeat_deadline = None;
         match policy {
@@ -531,10 +550,11 @@ impl LiveSession {
         if matches!(self.stream.peek_rtype(), Some(rtype::SYSTEM | rtype::ERROR)) {
             return match self.stream.poll() {
                 Ok(Decoded::Record(record)) => {
-                    let notice = GatewayNotice::classify(&record).unwrap_or(GatewayNotice::System {
-                        code: None,
-                        text: "",
-                    });
+                    let notice =
+                        GatewayNotice::classify(&record).unwrap_or(GatewayNotice::System {
+                            code: None,
+                            text: "",
+                        });
                     Ok(Some(LiveEvent::Gateway { record, notice }))
                 }
                 // `peek_rtype` saw a complete record, so `poll` returns it.
@@ -550,6 +570,7 @@ impl LiveSession {
             Ok(Decoded::NeedInput(_)) => match &self.failure {
                 Some(err) => {
                     self.stream_active = false;
+                    self.failure_reported = true;
                     Err(err.clone())
                 }
                 None => Ok(None),
@@ -559,6 +580,7 @@ impl LiveSession {
                 self.phase = Phase::Ended;
                 // A timeout that came before the end of input is the verdict.
                 if let Some(err) = &self.failure {
+                    self.failure_reported = true;
                     return Err(err.clone());
                 }
                 Ok(Some(LiveEvent::Closed(Closed {
@@ -579,6 +601,7 @@ impl LiveSession {
                 self.phase = Phase::Ended;
                 // A timeout that came first is the cause; keep it.
                 let err = self.failure.get_or_insert(err).clone();
+                self.failure_reported = true;
                 Err(err)
             }
         }
