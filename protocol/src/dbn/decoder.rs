@@ -536,20 +536,31 @@ impl DbnDecoder {
         }
         let checked = entry.fields != FieldCheck::None;
         if checked {
-            if let Some((field, value)) = invalid_field(entry.fields, &bytes[pos..pos + len]) {
-                return Err(Error::InvalidRecordField {
-                    offset: offset(),
-                    rtype,
-                    field,
-                    value,
-                });
-            }
+            self.check_fields(pos, len, entry.fields)?;
         }
         Ok(Some(Frame {
             len,
             upgrade: entry.upgrade,
             checked,
         }))
+    }
+
+    /// Checks the enum fields of the complete record at `pos` (only old instrument
+    /// definitions have any). Out of line, so that `frame_at` stays small enough to be
+    /// inlined on the path every other record takes.
+    #[cold]
+    #[inline(never)]
+    fn check_fields(&self, pos: usize, len: usize, check: FieldCheck) -> Result<(), Error> {
+        let record = &self.buf.bytes()[pos..pos + len];
+        match invalid_field(check, record) {
+            Some((field, value)) => Err(Error::InvalidRecordField {
+                offset: self.head_offset + (pos - self.head) as u64,
+                rtype: record[1],
+                field,
+                value,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Finds how many complete records from `head` fit one batch, converting or
