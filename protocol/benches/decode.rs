@@ -1,5 +1,7 @@
 //! Decoding throughput of `dbn-pipe-protocol` against the `dbn` crate's own sans-IO
-//! decoder (`DbnFsm`) and against bandwidth ceilings (plain `memcpy`, bare zstd).
+//! decoder (`DbnFsm`) and against bandwidth ceilings (plain `memcpy`, bare zstd), with
+//! two reference floors (the copy plus one or two unchecked passes over the records)
+//! that bound what any decoder fed by copy can reach.
 //!
 //! Run with `cargo bench -p dbn-pipe-protocol`. Every contender decodes the same bytes,
 //! fed in 64 KiB chunks with backpressure respected, and touches every record the same

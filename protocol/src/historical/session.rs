@@ -131,6 +131,49 @@ enum Reading {
 /// [`poll_event`](Self::poll_event), end of input with
 /// [`handle_eof`](Self::handle_eof). After an error response the connection is
 /// closed.
+///
+/// # Example
+///
+/// The loop a driver runs over a blocking `TcpStream` (mio and tokio drivers run the
+/// same steps on readiness):
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use dbn::Schema;
+/// use dbn_pipe_protocol::historical::{GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession};
+/// use dbn_pipe_protocol::live::ApiKey;
+/// use dbn_pipe_protocol::tls::TlsConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = ApiKey::new(std::env::var("DATABENTO_API_KEY")?)?;
+/// let mut session = HistoricalSession::new(HistoricalConfig::new(key), &TlsConfig::builder().build()?)?;
+/// session.get_range(&GetRangeParams::new("GLBX.MDP3", Schema::Trades, ["ESM4"], 1_704_067_200_000_000_000u64).limit(100))?;
+/// let mut socket = std::net::TcpStream::connect(("hist.databento.com", 443))?;
+/// let (mut out, mut buf, mut pending) = (Vec::new(), vec![0; 64 * 1024], 0..0);
+/// loop {
+///     out.clear();
+///     let _ = session.poll_transmit(&mut out);
+///     socket.write_all(&out)?;
+///     while let Some(event) = session.poll_event()? {
+///         match event {
+///             HistoricalEvent::Records(batch) => batch.for_each(|rec| println!("{:?}", rec.header())),
+///             HistoricalEvent::Done => return Ok(()),
+///             other => println!("{other:?}"),
+///         }
+///     }
+///     if pending.is_empty() {
+///         let n = socket.read(&mut buf)?;
+///         if n == 0 {
+///             session.handle_eof();
+///             continue;
+///         }
+///         pending = 0..n;
+///     }
+///     let taken = session.handle_input(&buf[pending.clone()]); // fewer = backpressure
+///     pending.start += taken;
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct HistoricalSession {
     config: HistoricalConfig,
