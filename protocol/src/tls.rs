@@ -260,8 +260,9 @@ impl TlsSession {
     /// The decrypted bytes available now, borrowed.
     #[must_use = "plaintext must be consumed or it blocks the input"]
     pub fn plaintext(&mut self) -> Plaintext<'_> {
-        if self.failure.is_none() && self.conn.process_new_packets().is_err() {
-            // Reported (sticky) by the next `handle_input` and by `failure`.
+        // Records read earlier may wait for plaintext room: decrypt them now. A failure
+        // is kept (sticky) for `handle_input` and `failure`.
+        if self.failure.is_none() {
             if let Err(err) = self.conn.process_new_packets() {
                 let _ = self.fail(&err);
             }
