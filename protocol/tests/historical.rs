@@ -65,6 +65,8 @@ struct Seen {
     metadata: Option<dbn::Metadata>,
     records: Vec<Vec<u8>>,
     json: Vec<JsonResponse>,
+    /// Raw body bytes of `get_range_copy`.
+    body: Vec<u8>,
     done: usize,
     error: Option<Error>,
 }
@@ -135,6 +137,7 @@ fn drain(client: &mut HistoricalSession, seen: &mut Seen) -> usize {
                         seen.records.extend(batch.map(|r| r.as_ref().to_vec()));
                     }
                     HistoricalEvent::Json(j) => seen.json.push(j),
+                    HistoricalEvent::Body(bytes) => seen.body.extend_from_slice(bytes),
                     HistoricalEvent::Done => seen.done += 1,
                 }
             }
@@ -337,6 +340,43 @@ fn every_framing_yields_the_oracle_records() {
                 assert_eq!(seen.done, 1, "{ctx}");
                 assert_eq!(seen.warnings, ["limited"], "{ctx}");
             }
+        }
+    }
+}
+
+#[test]
+fn get_range_copy_hands_out_the_body_as_served_and_its_records() {
+    let body = generated_body(300_000, 3);
+    let (metadata, records) = oracle(&body);
+    for framing in [Framing::Length, Framing::Chunked] {
+        for chunk in [usize::MAX, 4_093] {
+            let mut pair = pair();
+            pair.client.get_range_copy(&range_params()).unwrap();
+            pair.handshake();
+            pair.server_send(&response(framing, &body, ""));
+            let mut seen = Seen::default();
+            pair.deliver(chunk, &mut seen);
+            let ctx = format!("{framing:?} chunk {chunk}");
+            assert!(seen.error.is_none(), "{ctx}: {:?}", seen.error);
+            assert!(
+                seen.body == body,
+                "{ctx}: copied body differs ({} of {} bytes)",
+                seen.body.len(),
+                body.len()
+            );
+            assert_eq!(seen.metadata.as_ref(), Some(&metadata), "{ctx}");
+            assert!(seen.records == records, "{ctx}: records differ");
+            assert_eq!(seen.done, 1, "{ctx}");
+            // A plain get_range on the same connection hands out no body copy.
+            pair.client.get_range(&range_params()).unwrap();
+            let _ = pair.client_to_server();
+            pair.server_send(&response(framing, &body, ""));
+            let mut again = Seen::default();
+            pair.deliver(chunk, &mut again);
+            assert!(
+                again.body.is_empty() && again.records.len() == records.len(),
+                "{ctx}"
+            );
         }
     }
 }

@@ -91,6 +91,10 @@ pub enum HistoricalEvent<'a> {
     Metadata(Box<Metadata>),
     /// Records of a `get_range` body, borrowed from the decoder.
     Records(RecordBatch<'a>),
+    /// Raw body bytes of a [`get_range_copy`](HistoricalSession::get_range_copy)
+    /// request (compressed as served), in order and each byte once, before the records
+    /// decoded from them. Valid until the next poll.
+    Body(&'a [u8]),
     /// The typed result of a JSON request.
     Json(JsonResponse),
     /// The request finished: every record was delivered and the body ended cleanly.
@@ -184,7 +188,14 @@ pub struct HistoricalSession {
     failure: Option<Error>,
     /// The transport ended (peer close, or a protocol error): nothing more moves.
     closed: bool,
+    /// With `get_range_copy`: body bytes the decoder took, not yet handed out.
+    body_copy: Option<Vec<u8>>,
+    /// `body_copy` was handed out by the last poll; the next poll empties it.
+    body_copy_handed: bool,
 }
+
+/// How many raw body bytes `get_range_copy` holds before it stops taking input.
+const BODY_COPY_CAP: usize = 256 * 1024;
 
 impl HistoricalSession {
     /// Starts a TLS connection to the configured host; the handshake begins with the
@@ -203,6 +214,8 @@ impl HistoricalSession {
             pending: VecDeque::new(),
             failure: None,
             closed: false,
+            body_copy: None,
+            body_copy_handed: false,
         })
     }
 
@@ -233,6 +246,7 @@ impl HistoricalSession {
         let request = Request::post_form("/v0/timeseries.get_range", params.form())
             .header("Accept", "application/octet-stream");
         self.send(request)?;
+        self.body_copy = None;
         self.reading = Reading::Range {
             stream: Box::new(stream),
             body_ended: false,
@@ -240,6 +254,20 @@ impl HistoricalSession {
             finished: false,
             failed: false,
         };
+        Ok(())
+    }
+
+    /// Sends `timeseries.get_range` like [`get_range`](Self::get_range), and also hands
+    /// out the raw (compressed) body as [`HistoricalEvent::Body`] events, so a driver
+    /// can write the `.dbn.zst` file as served while counting its records. At most
+    /// 256 KiB of body waits for the application; then input is pushed back.
+    ///
+    /// # Errors
+    /// As [`get_range`](Self::get_range).
+    pub fn get_range_copy(&mut self, params: &GetRangeParams) -> Result<(), Error> {
+        self.get_range(params)?;
+        self.body_copy = Some(Vec::new());
+        self.body_copy_handed = false;
         Ok(())
     }
 
@@ -337,6 +365,11 @@ impl HistoricalSession {
     /// body; each after every record before it was delivered. Sticky.
     #[must_use = "events carry records and errors that must be handled"]
     pub fn poll_event(&mut self) -> Result<Option<HistoricalEvent<'_>>, Error> {
+        if std::mem::take(&mut self.body_copy_handed) {
+            if let Some(copy) = &mut self.body_copy {
+                copy.clear();
+            }
+        }
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
@@ -350,6 +383,11 @@ impl HistoricalSession {
                     self.reading = Reading::Idle;
                     continue;
                 }
+            }
+            if self.body_copy.as_ref().is_some_and(|copy| !copy.is_empty()) {
+                self.body_copy_handed = true;
+                let copy = self.body_copy.as_deref().unwrap_or_default();
+                return Ok(Some(HistoricalEvent::Body(copy)));
             }
             if self.range_has_output() {
                 return self.poll_range().map(Some);
@@ -412,13 +450,25 @@ impl HistoricalSession {
         let outcome = match self.tls.plaintext() {
             Plaintext::Closed { clean } => Outcome::Closed { clean },
             Plaintext::Pending => Outcome::Advance(0),
-            Plaintext::Data(data) => step(&mut self.http, &mut self.reading, data, max_json),
+            Plaintext::Data(data) => step(
+                &mut self.http,
+                &mut self.reading,
+                data,
+                max_json,
+                self.body_copy.as_mut(),
+            ),
         };
         let outcome = match outcome {
             Outcome::Advance(0) => match self.tls.failure() {
                 Some(err) => Outcome::Fail(err.clone()),
                 // A complete Content-Length body ends without more bytes.
-                None => match step(&mut self.http, &mut self.reading, &[], max_json) {
+                None => match step(
+                    &mut self.http,
+                    &mut self.reading,
+                    &[],
+                    max_json,
+                    self.body_copy.as_mut(),
+                ) {
                     Outcome::Advance(0) => return false,
                     outcome => outcome,
                 },
@@ -542,19 +592,27 @@ fn internal(what: &str) -> Error {
 }
 
 /// Decodes `data` up to the next HTTP event and hands body bytes to `reading`.
-fn step(http: &mut ClientCodec, reading: &mut Reading, data: &[u8], max_json: usize) -> Outcome {
+fn step(
+    http: &mut ClientCodec,
+    reading: &mut Reading,
+    data: &[u8],
+    max_json: usize,
+    body_copy: Option<&mut Vec<u8>>,
+) -> Outcome {
     match http.decode(data) {
         Err(err) => Outcome::Fail(err),
         Ok((used, ResponseEvent::NeedInput)) => Outcome::Advance(used),
         Ok((used, ResponseEvent::End)) => Outcome::End(used),
         Ok((used, ResponseEvent::Head(head))) => Outcome::Head(used, head),
-        Ok((used, ResponseEvent::Body(body))) => match take_body(reading, body, max_json) {
-            Ok(n) => match http.body_consumed(n) {
-                Ok(()) => Outcome::Body(used, n),
+        Ok((used, ResponseEvent::Body(body))) => {
+            match take_body(reading, body, max_json, body_copy) {
+                Ok(n) => match http.body_consumed(n) {
+                    Ok(()) => Outcome::Body(used, n),
+                    Err(err) => Outcome::Fail(err),
+                },
                 Err(err) => Outcome::Fail(err),
-            },
-            Err(err) => Outcome::Fail(err),
-        },
+            }
+        }
     }
 }
 
@@ -568,11 +626,25 @@ enum Outcome {
     Fail(Error),
 }
 
-/// Hands body bytes to the reader in flight; returns how many it took.
-fn take_body(reading: &mut Reading, body: &[u8], max_json: usize) -> Result<usize, Error> {
+/// Hands body bytes to the reader in flight (and a copy to `body_copy`, if any);
+/// returns how many it took.
+fn take_body(
+    reading: &mut Reading,
+    body: &[u8],
+    max_json: usize,
+    body_copy: Option<&mut Vec<u8>>,
+) -> Result<usize, Error> {
     match reading {
         Reading::Idle => Ok(body.len()),
-        Reading::Range { stream, .. } => Ok(stream.handle_input(body)),
+        Reading::Range { stream, .. } => match body_copy {
+            None => Ok(stream.handle_input(body)),
+            Some(copy) => {
+                let room = BODY_COPY_CAP.saturating_sub(copy.len());
+                let taken = stream.handle_input(&body[..room.min(body.len())]);
+                copy.extend_from_slice(&body[..taken]);
+                Ok(taken)
+            }
+        },
         Reading::Json {
             body: collected, ..
         } => {

@@ -6,6 +6,7 @@
 //! the driver contract and a complete example.
 
 mod api_key;
+mod backoff;
 mod config;
 mod lines;
 mod notice;
@@ -15,6 +16,7 @@ mod session;
 mod subscription;
 
 pub use api_key::ApiKey;
+pub use backoff::{AutoReconnect, Backoff, is_reconnectable};
 pub use config::{GATEWAY_PORT, LiveCompression, LiveConfig, SlowReaderBehavior, gateway_address};
 pub use notice::GatewayNotice;
 pub use session::{Closed, LiveBatch, LiveEvent, LiveSession, ReconnectPolicy};
