@@ -1500,10 +1500,21 @@ fn gateway_notices_come_as_their_own_events_in_order() {
 
 #[test]
 fn heartbeat_timeout_fires_after_the_records_already_received() {
-    for (interval, timeout) in [(None, 35), (Some(10), 15), (Some(1800), 1805)] {
+    // (heartbeat interval, silence timeout, the timeout in force), in seconds.
+    let cases = [
+        (None, None, 35),
+        (Some(10), None, 15),
+        (Some(1800), None, 1805),
+        (Some(10), Some(3), 3),
+        (None, Some(1), 1),
+    ];
+    for (interval, silence, timeout) in cases {
         let mut cfg = config();
         if let Some(s) = interval {
             cfg = cfg.heartbeat_interval_s(s);
+        }
+        if let Some(s) = silence {
+            cfg = cfg.silence_timeout(secs(s));
         }
         let mut h = Harness::new(cfg, Gateway::new(), Chunks::Whole);
         h.session
