@@ -7,3 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod generate;
+pub mod mock_gateway;
+pub mod mock_historical;
+pub mod scenario;

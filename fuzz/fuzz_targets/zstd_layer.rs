@@ -1,0 +1,5 @@
+//! libFuzzer entry point of the `zstd_layer` target; the logic is
+//! [`dbn_pipe_fuzz::zstd_layer::run`], which the seed replay tests call too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dbn_pipe_fuzz::zstd_layer::run(data));
