@@ -1,0 +1,231 @@
+//! The error type of the tokio driver: every layer (configuration, DNS, TCP, the
+//! sans-IO session) in one enum with a [`ErrorKind`] to match on.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dbn_pipe_protocol::ErrorKind as SessionKind;
+
+/// The layer that failed: what a caller decides on (retry, report, give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An option or parameter is invalid; nothing was sent.
+    Config,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TCP connection could not be established.
+    Connect,
+    /// Reading or writing the socket (or the output file) failed.
+    Io,
+    /// TLS failed (handshake, certificate, record).
+    Tls,
+    /// The HTTP server answered with an error status.
+    HttpStatus,
+    /// The gateway rejected the API key or the session request.
+    Auth,
+    /// The peer broke the protocol (control lines, HTTP, DBN framing or metadata).
+    Protocol,
+    /// The zstd layer rejected the input.
+    Decompression,
+    /// The connection ended inside a record, a zstd frame or an HTTP body.
+    Truncated,
+    /// A deadline passed (connect, authentication, heartbeat, read).
+    Timeout,
+    /// The connection ended before the session could start, or the client is closed.
+    Closed,
+    /// The caller asked for something invalid (a request while another is in flight,
+    /// an empty symbol list); nothing was sent.
+    Usage,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Config => "config",
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Io => "io",
+            Self::Tls => "tls",
+            Self::HttpStatus => "http status",
+            Self::Auth => "auth",
+            Self::Protocol => "protocol",
+            Self::Decompression => "decompression",
+            Self::Truncated => "truncated",
+            Self::Timeout => "timeout",
+            Self::Closed => "closed",
+            Self::Usage => "usage",
+        })
+    }
+}
+
+/// Every failure of the tokio driver, carrying its cause. [`Error::kind`] names the
+/// layer; `Display` says which layer failed and why (never the API key).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An option is invalid; nothing was sent.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// Resolving `host` failed (or gave no address).
+    #[error("dns: resolving {host} failed: {source}")]
+    Dns {
+        /// The host name (with port) looked up.
+        host: String,
+        /// What the resolver reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Connecting to `addr` failed (every resolved address was tried; this is the
+    /// last failure).
+    #[error("connect: connecting to {addr} failed: {source}")]
+    Connect {
+        /// The address (`host:port` as configured, or the socket address tried).
+        addr: String,
+        /// What the operating system reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Resolving and connecting to `addr` took longer than the connect timeout.
+    #[error("timeout: connecting to {addr} took longer than {after:?}")]
+    ConnectTimeout {
+        /// The address as configured.
+        addr: String,
+        /// The connect timeout.
+        after: Duration,
+    },
+
+    /// No byte arrived from the server for the read timeout.
+    #[error("timeout: nothing received from the server for {after:?}")]
+    ReadTimeout {
+        /// The read timeout.
+        after: Duration,
+    },
+
+    /// Reading from or writing to the socket failed.
+    #[error("io: the connection failed: {source}")]
+    Io {
+        /// What the operating system reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Creating or writing the output file failed.
+    #[error("io: writing {} failed: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The session (protocol layer) failed: authentication, a deadline, framing,
+    /// decompression, truncation, TLS, an HTTP error status.
+    #[error("{kind}: {0}", kind = Error::session_kind(.0))]
+    Session(#[source] dbn_pipe_protocol::Error),
+
+    /// The client was closed, or an earlier error ended it; nothing more will come.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl From<dbn_pipe_protocol::Error> for Error {
+    fn from(err: dbn_pipe_protocol::Error) -> Self {
+        Self::Session(err)
+    }
+}
+
+impl Error {
+    /// The layer that failed.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(_) => ErrorKind::Config,
+            Self::Dns { .. } => ErrorKind::Dns,
+            Self::Connect { .. } => ErrorKind::Connect,
+            Self::ConnectTimeout { .. } | Self::ReadTimeout { .. } => ErrorKind::Timeout,
+            Self::Io { .. } | Self::File { .. } => ErrorKind::Io,
+            Self::Session(err) => Self::session_kind(err),
+            Self::Closed(_) => ErrorKind::Closed,
+        }
+    }
+
+    /// The protocol error underneath, for [`Error::Session`].
+    pub fn session_error(&self) -> Option<&dbn_pipe_protocol::Error> {
+        match self {
+            Self::Session(err) => Some(err),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status error (status, message, request id) of an error response.
+    pub fn http_status(&self) -> Option<&dbn_pipe_protocol::HttpStatusError> {
+        match self.session_error() {
+            Some(dbn_pipe_protocol::Error::HttpStatus(status)) => Some(status),
+            _ => None,
+        }
+    }
+
+    fn session_kind(err: &dbn_pipe_protocol::Error) -> ErrorKind {
+        match err.kind() {
+            SessionKind::Config => ErrorKind::Config,
+            SessionKind::Usage => ErrorKind::Usage,
+            SessionKind::Decompression => ErrorKind::Decompression,
+            SessionKind::Truncated => ErrorKind::Truncated,
+            SessionKind::Auth => ErrorKind::Auth,
+            SessionKind::Timeout => ErrorKind::Timeout,
+            SessionKind::Closed => ErrorKind::Closed,
+            SessionKind::Tls => ErrorKind::Tls,
+            SessionKind::HttpStatus => ErrorKind::HttpStatus,
+            // Format, Metadata, Framing, Protocol and any later kind.
+            _ => ErrorKind::Protocol,
+        }
+    }
+
+    pub(crate) fn io(source: io::Error) -> Self {
+        Self::Io { source }
+    }
+
+    /// A state the driver's own checks rule out, reported instead of a panic.
+    pub(crate) fn internal(what: &str) -> Self {
+        Self::Session(dbn_pipe_protocol::Error::InvalidRequest(format!(
+            "internal driver error: {what}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_the_protocol_layers() {
+        let timeout = Error::from(dbn_pipe_protocol::Error::Timeout {
+            timer: dbn_pipe_protocol::TimerKind::Heartbeat,
+            after: Duration::from_secs(35),
+        });
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
+        assert!(
+            timeout.to_string().starts_with("timeout: heartbeat"),
+            "{timeout}"
+        );
+        let framing = Error::from(dbn_pipe_protocol::Error::RecordLength {
+            offset: 8,
+            length_words: 0,
+            rtype: 0xA0,
+        });
+        assert_eq!(framing.kind(), ErrorKind::Protocol);
+        assert_eq!(ErrorKind::HttpStatus.to_string(), "http status");
+        let refused = Error::Connect {
+            addr: "127.0.0.1:1".to_owned(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(refused.kind(), ErrorKind::Connect);
+        assert!(std::error::Error::source(&refused).is_some());
+    }
+}
