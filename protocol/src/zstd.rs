@@ -7,6 +7,9 @@ use crate::{Error, TruncatedPart};
 /// The magic number that starts every zstd frame.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
+/// The longest zstd frame header (ZSTD_FRAMEHEADERSIZE_MAX).
+const FRAME_HEADER_MAX: usize = 18;
+
 /// How far one call of [`ZstdDecoder::decompress`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -31,6 +34,11 @@ pub struct ZstdDecoder {
     in_frame: bool,
     /// Compressed offset where the current (or next) frame starts.
     frame_start: u64,
+    /// The first bytes of the current frame (its header is at most 18 bytes).
+    header: [u8; FRAME_HEADER_MAX],
+    header_len: usize,
+    /// Decompressed bytes the current frame produced so far.
+    frame_produced: u64,
     /// The last call filled the output: zstd may hold more decompressed bytes.
     output_pending: bool,
     /// An error met after the call that found it had already produced or consumed
@@ -77,6 +85,9 @@ impl ZstdDecoder {
             consumed: 0,
             in_frame: false,
             frame_start: 0,
+            header: [0; FRAME_HEADER_MAX],
+            header_len: 0,
+            frame_produced: 0,
             output_pending: false,
             failed: None,
         })
@@ -112,11 +123,30 @@ impl ZstdDecoder {
             };
             if inb.pos() > before.0 {
                 self.in_frame = true;
+                let taken = &input[before.0..inb.pos()];
+                let room = FRAME_HEADER_MAX - self.header_len;
+                let copy = room.min(taken.len());
+                self.header[self.header_len..self.header_len + copy]
+                    .copy_from_slice(&taken[..copy]);
+                self.header_len += copy;
             }
+            self.frame_produced += (outb.pos() - before.1) as u64;
             if hint == 0 {
-                // A frame ended and its output is flushed.
+                // A frame ended and its output is flushed: it must have produced the
+                // content size its header declares (zstd does not always check it).
+                if let Err(err) = self.check_content_size() {
+                    if inb.pos() == 0 && outb.pos() == 0 {
+                        self.failed = Some(err.clone());
+                        return Err(err);
+                    }
+                    self.failed = Some(err);
+                    self.output_pending = true;
+                    break;
+                }
                 self.in_frame = false;
                 self.frame_start = self.consumed + inb.pos() as u64;
+                self.header_len = 0;
+                self.frame_produced = 0;
             }
             let full = outb.pos() == outb.capacity();
             let stalled = (inb.pos(), outb.pos()) == before;
@@ -168,6 +198,22 @@ impl ZstdDecoder {
             });
         }
         Ok(())
+    }
+
+    /// Compares the content size the finished frame's header declares (if it does)
+    /// with what it produced.
+    fn check_content_size(&self) -> Result<(), Error> {
+        let declared = zstd::zstd_safe::get_frame_content_size(&self.header[..self.header_len]);
+        match declared {
+            Ok(Some(size)) if size != self.frame_produced => Err(Error::Decompression {
+                offset: self.frame_start,
+                reason: format!(
+                    "the frame declares {size} bytes of content but decompressed to {}",
+                    self.frame_produced
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The error for a zstd failure, at the offset of the frame (or of the bytes that
