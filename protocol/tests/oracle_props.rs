@@ -617,13 +617,21 @@ fn poll_once(dec: &mut impl Poller, mode: PollMode, out: &mut Outcome) -> Polled
             };
             match dec.poll_many(max) {
                 Ok(Decoded::Record(mut batch)) => {
-                    let len = batch.len();
-                    assert!((1..=max).contains(&len), "batch of {len} for max {max}");
+                    let (low, high) = batch.size_hint();
+                    let high = high.expect("a batch bounds its size");
+                    assert!(
+                        low >= 1 && high <= max,
+                        "batch of {low}..={high} for max {max}"
+                    );
                     let before = out.records.len();
                     for rec in batch.by_ref().take(limit) {
                         out.take(rec);
                     }
-                    assert_eq!(out.records.len() - before, len.min(limit));
+                    let yielded = out.records.len() - before;
+                    assert!(
+                        (low.min(limit)..=high).contains(&yielded),
+                        "batch yielded {yielded}, size hint {low}..={high}"
+                    );
                     Polled::Item
                 }
                 result => rest(result, out),

@@ -81,8 +81,8 @@ impl DecoderConfig {
     }
 
     /// Sets the record buffer size in bytes (default 64 KiB, rounded up to a multiple
-    /// of 8). The decoder allocates it, and a scratch area of the same size for
-    /// converted records, once; neither ever grows.
+    /// of 8). The decoder allocates it once (with a fixed 8 KiB scratch area for
+    /// converted and realigned records); neither ever grows.
     #[must_use]
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.buffer_size = bytes;

@@ -6,12 +6,19 @@ use super::aligned_buf::{AlignedBuf, round_up_8};
 use super::config::DecoderConfig;
 use super::header::HeaderReader;
 use super::layout::{FieldCheck, Layout, Upgrade, invalid_field};
-use super::record_cast::{HEADER_LEN, RECORD_ALIGN, record_at};
+use super::record_cast::{HEADER_LEN, RECORD_ALIGN, Run, record_at};
 use super::upgrade;
 use crate::{Error, TruncatedPart};
 
 /// The largest record DBN framing can express: 255 four-byte words.
 const MAX_FRAME_LEN: usize = 255 * 4;
+
+/// Size of the scratch area for converted and realigned records: several of the
+/// largest records (a batch whose scratch is full ends; the next poll continues). It
+/// is smaller than the record buffer because such records are rare (conversions of
+/// old definitions and statistics, records after one whose length is not a multiple
+/// of 8), and the decoder zeroes it when it is created.
+const SCRATCH_LEN: usize = 8 * 1024;
 
 /// What a poll of a decoder produced.
 #[derive(Debug)]
@@ -59,8 +66,9 @@ struct Format {
 ///
 /// # Memory
 ///
-/// The record buffer (default 64 KiB) and a scratch area of the same size are
-/// allocated once in [`new`](Self::new). The metadata block is held only until it is
+/// The record buffer (default 64 KiB), an 8 KiB scratch area for converted and
+/// realigned records and a 1 KiB staging area are allocated once in
+/// [`new`](Self::new). The metadata block is held only until it is
 /// decoded and is capped (default 16 MiB). Nothing else grows with the stream.
 ///
 /// # Alignment and conversion
@@ -118,6 +126,11 @@ pub struct DbnDecoder {
     head_offset: u64,
     /// Bytes at `head` already delivered, freed on the next mutation.
     delivered: usize,
+    /// The length of the last batch handed out (0 when none is pending): its
+    /// deliveries are folded into `delivered` by the next mutation.
+    batch_len: usize,
+    /// Bytes of the last batch not yet yielded, kept up to date by the batch.
+    batch_left: usize,
     /// Aligned scratch space for converted and realigned records.
     scratch: AlignedBuf,
     /// Aligned staging area for a misaligned record that must be converted.
@@ -131,32 +144,86 @@ pub struct DbnDecoder {
     eof: bool,
 }
 
-/// A run of at least this many equal-length records ends a batch by itself (the
-/// records after it start the next batch) rather than being framed again one by one
-/// together with what follows.
-const MIN_RUN: usize = 32;
-
-/// What [`DbnDecoder::scan_batch`] found.
-#[derive(Debug, Clone, Copy, Default)]
-struct Scan {
-    /// Buffer end of the batch.
-    end: usize,
-    /// Records in the batch.
-    count: usize,
-    /// The length of every record when the batch is a run of equal-length records
-    /// handed out in place; 0 otherwise.
-    stride: usize,
-    /// Whether any record of the batch was converted or realigned into scratch.
-    placed: bool,
-}
-
-/// Where a complete record sits in the buffer.
+/// Where a complete, valid record sits in the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     len: usize,
     upgrade: Upgrade,
     /// The record's enum fields were checked (it cannot join an unchecked run).
     checked: bool,
+}
+
+/// What [`DbnDecoder::start_batch`] found.
+enum BatchStart {
+    /// A batch starts: whether its first record may lead a run, and the scratch bytes
+    /// holding it when it was placed.
+    Records {
+        run: bool,
+        prepared: usize,
+    },
+    /// Not a batch: what [`DbnDecoder::poll_batch`] returns instead.
+    Metadata(Box<Metadata>),
+    NeedInput(usize),
+    End,
+}
+
+/// Why the record at some position fails framing (the decoder adds the offset and
+/// the stream's version to make an [`Error`]).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The header announces fewer than 16 bytes.
+    Length,
+    /// Shorter than the struct of its `rtype` (`min` bytes).
+    TooShort { min: usize },
+    /// An enum field holds a byte its enum does not define.
+    Field { field: &'static str, value: u8 },
+}
+
+/// Frames the record at the start of `rest` (the buffered bytes from its position
+/// on): `Ok(None)` when it is not complete yet. Shared by every poll, so that a batch
+/// accepts exactly the records that [`DbnDecoder::poll`] accepts.
+#[inline]
+fn frame(rest: &[u8], layout: &Layout) -> Result<Option<Frame>, Fault> {
+    let Some(&[length_words, rtype]) = rest.get(..2) else {
+        return Ok(None);
+    };
+    if rest.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = usize::from(length_words) * 4;
+    if len < HEADER_LEN {
+        return Err(Fault::Length);
+    }
+    let entry = layout.entry(rtype);
+    if len < usize::from(entry.min_len) {
+        return Err(Fault::TooShort {
+            min: usize::from(entry.min_len),
+        });
+    }
+    let Some(record) = rest.get(..len) else {
+        return Ok(None);
+    };
+    let checked = entry.fields != FieldCheck::None;
+    if checked {
+        check_fields(record, entry.fields)?;
+    }
+    Ok(Some(Frame {
+        len,
+        upgrade: entry.upgrade,
+        checked,
+    }))
+}
+
+/// Checks the enum fields of a whole record (only old instrument definitions have
+/// any). Out of line, so that [`frame`] stays small enough to be inlined on the path
+/// every other record takes.
+#[cold]
+#[inline(never)]
+fn check_fields(record: &[u8], check: FieldCheck) -> Result<(), Fault> {
+    match invalid_field(check, record) {
+        Some((field, value)) => Err(Fault::Field { field, value }),
+        None => Ok(()),
+    }
 }
 
 impl DbnDecoder {
@@ -182,7 +249,7 @@ impl DbnDecoder {
         };
         Ok(Self {
             buf: AlignedBuf::new(config.buffer_size),
-            scratch: AlignedBuf::new(config.buffer_size),
+            scratch: AlignedBuf::new(SCRATCH_LEN),
             stage: AlignedBuf::new(MAX_FRAME_LEN),
             config,
             header,
@@ -192,6 +259,8 @@ impl DbnDecoder {
             tail: 0,
             head_offset: 0,
             delivered: 0,
+            batch_len: 0,
+            batch_left: 0,
             failure: None,
             upstream_failure: None,
             eof: false,
@@ -221,7 +290,7 @@ impl DbnDecoder {
 
     /// Stream bytes fully delivered (header plus records handed out).
     pub fn bytes_delivered(&self) -> u64 {
-        self.head_offset + self.delivered as u64
+        self.head_offset + (self.delivered + self.batch_len - self.batch_left) as u64
     }
 
     /// Whether [`finish`](Self::finish) has been called.
@@ -360,45 +429,110 @@ impl DbnDecoder {
     /// what is missing. Records count as delivered as the batch yields them: a batch
     /// dropped early leaves the rest for the next poll.
     ///
+    /// The batch frames its records one by one as it yields them, with the same checks
+    /// as [`poll`](Self::poll), so the first record is handed out without waiting for
+    /// the others to be checked. It ends after `max` records, at the end of the
+    /// buffered complete records, or before the first record that fails framing.
+    ///
     /// # Errors
     /// As [`poll`](Self::poll). An error found after the first record of a batch ends
-    /// the batch; the next poll returns it.
+    /// the batch; the next poll returns it (with its offset), once every record before
+    /// it has been yielded.
     #[must_use = "a polled batch or error must be handled"]
+    // Inlined, so that the batch is built in the caller's frame, where its fields can
+    // live in registers while the caller loops over it; the work is in `start_batch`.
+    #[inline]
     pub fn poll_batch(&mut self, max: usize) -> Result<Decoded<RecordBatch<'_>>, Error> {
-        if let Some(step) = self.poll_prologue() {
-            return step;
+        let (run, prepared) = match self.start_batch()? {
+            BatchStart::Records { run, prepared } => (run, prepared),
+            BatchStart::Metadata(metadata) => return Ok(Decoded::Metadata(metadata)),
+            BatchStart::NeedInput(n) => return Ok(Decoded::NeedInput(n)),
+            BatchStart::End => return Ok(Decoded::End),
+        };
+        let Self {
+            buf,
+            scratch,
+            stage,
+            format,
+            head,
+            tail,
+            batch_len,
+            batch_left,
+            ..
+        } = self;
+        let Some(format) = format.as_ref() else {
+            // `start_batch` framed a record, so the format is known.
+            return Ok(Decoded::NeedInput(1));
+        };
+        let data = &buf.bytes()[*head..*tail];
+        // Nothing is delivered until the batch yields (`release` folds what it did).
+        *batch_len = data.len();
+        *batch_left = data.len();
+        Ok(Decoded::Record(RecordBatch {
+            run: if run {
+                Run::new(data, [data[0], data[1]])
+            } else {
+                Run::none(data)
+            },
+            len: data.len(),
+            remaining: max.max(1),
+            left: batch_left,
+            placer: Placer {
+                framing: Framing {
+                    base: *head,
+                    layout: &format.layout,
+                    ts_out: format.ts_out,
+                },
+                space: Space {
+                    scratch: scratch.bytes_mut(),
+                    stage: stage.bytes_mut(),
+                    prepared,
+                },
+            },
+        }))
+    }
+
+    /// Everything [`poll_batch`](Self::poll_batch) does before it builds the batch:
+    /// the prologue, framing the first record, placing it when it must be placed.
+    fn start_batch(&mut self) -> Result<BatchStart, Error> {
+        if let Some(step) = self.poll_prologue::<()>() {
+            return step.map(|decoded| match decoded {
+                Decoded::Metadata(metadata) => BatchStart::Metadata(metadata),
+                Decoded::NeedInput(n) => BatchStart::NeedInput(n),
+                Decoded::End | Decoded::Record(()) => BatchStart::End,
+            });
         }
-        let scan = match self.scan_batch(max.max(1)) {
-            Ok(scan) if scan.count == 0 => return self.starved(),
-            Ok(scan) => scan,
+        let first = match self.frame_at(self.head) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return self.starved::<()>().map(|decoded| match decoded {
+                    Decoded::Metadata(metadata) => BatchStart::Metadata(metadata),
+                    Decoded::NeedInput(n) => BatchStart::NeedInput(n),
+                    Decoded::End | Decoded::Record(()) => BatchStart::End,
+                });
+            }
             Err(err) => return Err(self.fail(err)),
         };
         // `poll_prologue` released what earlier batches delivered: the batch counts
         // its deliveries from zero.
-        debug_assert_eq!(self.delivered, 0);
-        let Self {
-            buf,
-            scratch,
-            format,
-            head,
-            delivered,
-            ..
-        } = self;
-        let Some(format) = format.as_ref() else {
-            return Ok(Decoded::NeedInput(1));
+        debug_assert_eq!((self.delivered, self.batch_len), (0, 0));
+        let head = self.head;
+        let ts_out = self.format.as_ref().is_some_and(|f| f.ts_out);
+        // The first record must come out of the batch: one that needs placing is
+        // placed now, so that a failure (which framing rules out) is reported here
+        // rather than as an empty batch.
+        let prepared = if needs_placing(first.upgrade, head) {
+            let src = &self.buf.bytes()[head..head + first.len];
+            let out = self.scratch.bytes_mut();
+            match place(src, first.upgrade, ts_out, out, self.stage.bytes_mut()) {
+                Some(n) => n,
+                None => return Err(self.fail_internal(first)),
+            }
+        } else {
+            0
         };
-        Ok(Decoded::Record(RecordBatch {
-            data: &buf.bytes()[*head..scan.end],
-            base: *head,
-            pos: 0,
-            scratch: scratch.bytes(),
-            scratch_pos: 0,
-            placed: scan.placed,
-            stride: scan.stride,
-            layout: &format.layout,
-            remaining: scan.count,
-            delivered,
-        }))
+        let run = joins_run(first) && !needs_placing(first.upgrade, head);
+        Ok(BatchStart::Records { run, prepared })
     }
 
     /// The `rtype` of the next record when a complete one is buffered and nothing
@@ -501,159 +635,46 @@ impl DbnDecoder {
     }
 
     /// Frames the record at `pos`: `Ok(None)` when it is not complete yet.
-    #[inline]
+    #[inline(always)]
     fn frame_at(&self, pos: usize) -> Result<Option<Frame>, Error> {
         let Some(format) = &self.format else {
             return Ok(None);
         };
-        let avail = self.tail - pos;
-        if avail < HEADER_LEN {
-            return Ok(None);
+        match frame(&self.buf.bytes()[pos..self.tail], &format.layout) {
+            Ok(frame) => Ok(frame),
+            Err(fault) => Err(self.fault_error(pos, fault)),
         }
-        let bytes = self.buf.bytes();
-        let (length_words, rtype) = (bytes[pos], bytes[pos + 1]);
-        let len = usize::from(length_words) * 4;
-        let offset = || self.head_offset + (pos - self.head) as u64;
-        if len < HEADER_LEN {
-            return Err(Error::RecordLength {
-                offset: offset(),
-                length_words,
-                rtype,
-            });
-        }
-        let entry = format.layout.entry(rtype);
-        if len < usize::from(entry.min_len) {
-            return Err(Error::RecordTooShort {
-                offset: offset(),
-                rtype,
-                length: len,
-                min: usize::from(entry.min_len),
-                version: format.version,
-            });
-        }
-        if avail < len {
-            return Ok(None);
-        }
-        let checked = entry.fields != FieldCheck::None;
-        if checked {
-            self.check_fields(pos, len, entry.fields)?;
-        }
-        Ok(Some(Frame {
-            len,
-            upgrade: entry.upgrade,
-            checked,
-        }))
     }
 
-    /// Checks the enum fields of the complete record at `pos` (only old instrument
-    /// definitions have any). Out of line, so that `frame_at` stays small enough to be
-    /// inlined on the path every other record takes.
+    /// The error for the record at `pos` failing framing with `fault`. Out of line, so
+    /// that [`frame_at`](Self::frame_at) stays small on the path every record takes.
     #[cold]
     #[inline(never)]
-    fn check_fields(&self, pos: usize, len: usize, check: FieldCheck) -> Result<(), Error> {
-        let record = &self.buf.bytes()[pos..pos + len];
-        match invalid_field(check, record) {
-            Some((field, value)) => Err(Error::InvalidRecordField {
-                offset: self.head_offset + (pos - self.head) as u64,
-                rtype: record[1],
+    fn fault_error(&self, pos: usize, fault: Fault) -> Error {
+        let bytes = self.buf.bytes();
+        let (length_words, rtype) = (bytes[pos], bytes[pos + 1]);
+        let offset = self.head_offset + (pos - self.head) as u64;
+        let version = self.format.as_ref().map_or(0, |f| f.version);
+        match fault {
+            Fault::Length => Error::RecordLength {
+                offset,
+                length_words,
+                rtype,
+            },
+            Fault::TooShort { min } => Error::RecordTooShort {
+                offset,
+                rtype,
+                length: usize::from(length_words) * 4,
+                min,
+                version,
+            },
+            Fault::Field { field, value } => Error::InvalidRecordField {
+                offset,
+                rtype,
                 field,
                 value,
-            }),
-            None => Ok(()),
+            },
         }
-    }
-
-    /// Finds how many complete records from `head` fit one batch, converting or
-    /// realigning into scratch those that cannot be handed out in place.
-    ///
-    /// A batch that starts with a run of records of one length and `rtype`, handed out
-    /// in place, is framed by comparing each record's first two bytes (length words and
-    /// `rtype`) with those of the first record, which `frame_at` checked in full: equal
-    /// bytes pass the same length and minimum-size checks, and a length that is a
-    /// multiple of 8 keeps every record aligned. Walking record by record, each position
-    /// waits for the length byte just read; these comparisons are independent of one
-    /// another, so the processor overlaps them.
-    #[inline]
-    fn scan_batch(&mut self, max: usize) -> Result<Scan, Error> {
-        let head = self.head;
-        let first = match self.frame_at(head) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(Scan::default()),
-            Err(err) => return Err(err),
-        };
-        let mut pos = head;
-        let mut count = 0;
-        // Records whose fields need checking are framed one by one.
-        if !first.checked && !needs_placing(first.upgrade, head) && first.len % RECORD_ALIGN == 0 {
-            let stride = first.len;
-            let bytes = &self.buf.bytes()[head..self.tail];
-            let complete = (bytes.len() / stride).min(max);
-            let key = [bytes[0], bytes[1]];
-            let run = bytes[..complete * stride]
-                .chunks_exact(stride)
-                .take_while(|rec| rec[..2] == key)
-                .count();
-            if run == complete || run >= MIN_RUN {
-                return Ok(Scan {
-                    end: head + run * stride,
-                    count: run,
-                    stride,
-                    placed: false,
-                });
-            }
-            // A short run: frame the rest of the batch record by record.
-            pos += run * stride;
-            count = run;
-        }
-        self.scan_records(pos, count, max)
-    }
-
-    /// Frames records from `pos` (after `count` already framed at `head..pos`), one by
-    /// one, for [`scan_batch`](Self::scan_batch).
-    fn scan_records(
-        &mut self,
-        mut pos: usize,
-        mut count: usize,
-        max: usize,
-    ) -> Result<Scan, Error> {
-        let ts_out = self.format.as_ref().is_some_and(|f| f.ts_out);
-        let mut scratch_pos = 0;
-        let mut placed = false;
-        while count < max {
-            let frame = match self.frame_at(pos) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                // Deliver what precedes the error; the next poll reports it.
-                Err(_) if count > 0 => break,
-                Err(err) => return Err(err),
-            };
-            if needs_placing(frame.upgrade, pos) {
-                let out_len = match frame.upgrade {
-                    Upgrade::None => frame.len,
-                    upgrade => upgrade::converted_len(upgrade, ts_out),
-                };
-                let scratch = self.scratch.bytes_mut();
-                if scratch_pos + out_len > scratch.len() {
-                    break;
-                }
-                let src = &self.buf.bytes()[pos..pos + frame.len];
-                let out = &mut scratch[scratch_pos..];
-                match place(src, frame.upgrade, ts_out, out, self.stage.bytes_mut()) {
-                    Some(n) => scratch_pos += round_up_8(n),
-                    None if count > 0 => break,
-                    None => return Err(self.fail_internal(frame)),
-                }
-                placed = true;
-            }
-            pos += frame.len;
-            count += 1;
-        }
-        Ok(Scan {
-            end: pos,
-            count,
-            stride: 0,
-            placed,
-        })
     }
 
     /// Moves header bytes from the buffer into the header reader.
@@ -689,6 +710,11 @@ impl DbnDecoder {
     /// Frees the bytes of records already delivered.
     #[inline]
     fn release(&mut self) {
+        if self.batch_len > 0 {
+            self.delivered += self.batch_len - self.batch_left;
+            self.batch_len = 0;
+            self.batch_left = 0;
+        }
         if self.delivered > 0 {
             self.head += self.delivered;
             self.head_offset += self.delivered as u64;
@@ -770,39 +796,205 @@ fn place(
     upgrade::convert(upgrade, ts_out, rec, out)
 }
 
+/// Whether records with the same two header bytes as this one, following it, may be
+/// handed out without framing them again: they pass the same framing checks, need no
+/// conversion and no field check. ([`Run::new`] adds the alignment conditions.)
+#[inline]
+fn joins_run(frame: Frame) -> bool {
+    !frame.checked && frame.upgrade == Upgrade::None
+}
+
+/// The bytes a record takes in scratch space once placed.
+fn placed_len(frame: Frame, ts_out: bool) -> usize {
+    match frame.upgrade {
+        Upgrade::None => frame.len,
+        upgrade => upgrade::converted_len(upgrade, ts_out),
+    }
+}
+
 /// Records decoded together by [`DbnDecoder::poll_batch`], yielded in stream order.
 ///
 /// Each yielded record counts as delivered; records not yet yielded when the batch is
 /// dropped stay in the decoder for the next poll.
-#[derive(Debug)]
+///
+/// The batch checks each record as it yields it (one pass over the buffer), exactly as
+/// [`DbnDecoder::poll`] would: how many records it yields is not known in advance, and
+/// [`size_hint`](Iterator::size_hint) gives bounds (at least one record before the
+/// first is taken, at most `max`). The batch ends after `max` records, at the end of
+/// the complete records buffered, before a record that fails framing (the next poll
+/// reports the error at its offset), or when its scratch space for converted and
+/// realigned records is full (the next poll continues).
+///
+/// Within a run of records with the same length byte and `rtype` as a record framed in
+/// full and handed out in place, each record is handed out after comparing its two
+/// header bytes with the run's: equal bytes pass the same length and minimum-size
+/// checks, and a length that is a multiple of 8 keeps the next record aligned. Every
+/// record is still viewed through the audited check of alignment and bounds.
 pub struct RecordBatch<'a> {
-    /// The batch's bytes in the record buffer.
-    data: &'a [u8],
-    /// Buffer position of `data[0]` (for alignment).
-    base: usize,
-    pos: usize,
-    /// Converted and realigned records, in order.
-    scratch: &'a [u8],
-    scratch_pos: usize,
-    /// Whether any record is in `scratch`.
-    placed: bool,
-    /// The length of every record, when all have one length and are in place (else
-    /// 0): positions then advance without waiting for each record's length byte.
-    stride: usize,
-    layout: &'a Layout,
+    /// The cursor over the unconsumed bytes, in a run or not.
+    run: Run<'a>,
+    /// Bytes from the batch's first record to the buffer's tail.
+    len: usize,
+    /// Records the batch may still yield (`max` minus those yielded).
     remaining: usize,
-    delivered: &'a mut usize,
+    /// The decoder's count of this batch's bytes not yet yielded (the rest are
+    /// delivered), kept up to date as records are yielded.
+    left: &'a mut usize,
+    /// What framing and placing a record outside a run needs (kept apart, so that the
+    /// fields above can live in registers in the caller's loop).
+    placer: Placer<'a>,
+}
+
+/// The state [`RecordBatch`] needs only for records it frames in full.
+struct Placer<'a> {
+    /// What framing needs (copied, never borrowed, by the out-of-line step).
+    framing: Framing<'a>,
+    /// Where converted and realigned records go.
+    space: Space<'a>,
+}
+
+/// The read-only part of a [`Placer`].
+#[derive(Clone, Copy)]
+struct Framing<'a> {
+    /// Buffer position of the batch's `data[0]` (for alignment).
+    base: usize,
+    layout: &'a Layout,
+    ts_out: bool,
+}
+
+/// The scratch space of a [`Placer`].
+#[derive(Default)]
+struct Space<'a> {
+    /// Unused scratch space for converted and realigned records; yielded placed
+    /// records borrow the part split off before it.
+    scratch: &'a mut [u8],
+    /// Staging area for a misaligned record that must be converted.
+    stage: &'a mut [u8],
+    /// Bytes at the start of `scratch` already holding the first record, placed by
+    /// `poll_batch` (0 when it is handed out in place or was taken).
+    prepared: usize,
+}
+
+impl<'a> Framing<'a> {
+    /// Frames the record at the start of `rest` (at batch position `pos`) in full and
+    /// hands it out, in place or placed into `space`; returns it with its frame.
+    /// `None` ends the batch.
+    ///
+    /// Takes and returns the space by value: a pointer into the batch would pin every
+    /// field of the batch to memory in the caller's loop.
+    #[inline(never)]
+    fn next_framed(
+        self,
+        mut space: Space<'a>,
+        rest: &'a [u8],
+        pos: usize,
+    ) -> (Space<'a>, Option<(RecordRef<'a>, Frame)>) {
+        let next = self.frame_and_place(&mut space, rest, pos);
+        (space, next)
+    }
+
+    /// The body of [`next_framed`](Self::next_framed).
+    #[inline(always)]
+    fn frame_and_place(
+        self,
+        space: &mut Space<'a>,
+        rest: &'a [u8],
+        pos: usize,
+    ) -> Option<(RecordRef<'a>, Frame)> {
+        let frame = frame(rest, self.layout).ok()??;
+        let rec = if needs_placing(frame.upgrade, self.base + pos) {
+            let n = if space.prepared != 0 {
+                std::mem::take(&mut space.prepared)
+            } else {
+                if placed_len(frame, self.ts_out) > space.scratch.len() {
+                    return None;
+                }
+                let src = &rest[..frame.len];
+                place(src, frame.upgrade, self.ts_out, space.scratch, space.stage)?
+            };
+            let scratch = std::mem::take(&mut space.scratch);
+            let (placed, unused) = scratch.split_at_mut(round_up_8(n).min(scratch.len()));
+            space.scratch = unused;
+            let placed: &'a [u8] = placed;
+            record_at(placed.get(..n)?)?
+        } else {
+            record_at(&rest[..frame.len])?
+        };
+        Some((rec, frame))
+    }
+
+    /// Whether the record at the start of `rest` (at batch position `pos`) is one
+    /// [`next_framed`](Self::next_framed) hands out.
+    fn would_yield(self, space: &Space<'_>, rest: &[u8], pos: usize) -> bool {
+        match frame(rest, self.layout) {
+            Ok(Some(frame)) => {
+                !needs_placing(frame.upgrade, self.base + pos)
+                    || space.prepared != 0
+                    || placed_len(frame, self.ts_out) <= space.scratch.len()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBatch")
+            .field("base", &self.placer.framing.base)
+            .field("pos", &(self.len - self.run.rest().len()))
+            .field("buffered", &self.run.rest().len())
+            .field("remaining", &self.remaining)
+            .field("run", &self.run)
+            .field("scratch_free", &self.placer.space.scratch.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordBatch<'_> {
-    /// The `rtype` of the record the next call to `next` yields, if any.
+    /// The `rtype` of the record the next call to `next` yields; `None` when the batch
+    /// ends there.
     #[inline]
     pub fn peek_rtype(&self) -> Option<u8> {
         if self.remaining == 0 {
             return None;
         }
-        self.data.get(self.pos + 1).copied()
+        let rest = self.run.rest();
+        let pos = self.len - rest.len();
+        let mut probe = self.run;
+        if probe.next().is_some()
+            || self
+                .placer
+                .framing
+                .would_yield(&self.placer.space, rest, pos)
+        {
+            return Some(rest[1]);
+        }
+        None
     }
+}
+
+/// Yields the next record of `run` and advances it (the step of [`RecordBatch::next`]);
+/// `len` is the batch's length. `None` ends the batch.
+#[inline(always)]
+fn step<'a>(run: &mut Run<'a>, len: usize, placer: &mut Placer<'a>) -> Option<RecordRef<'a>> {
+    if let Some(rec) = run.next() {
+        // The same length byte and `rtype` as the record that started the run: it
+        // passes the same framing checks; `Run::next` checked that it is whole.
+        return Some(rec);
+    }
+    let rest = run.rest();
+    let pos = len - rest.len();
+    let space = std::mem::take(&mut placer.space);
+    let (space, next) = placer.framing.next_framed(space, rest, pos);
+    placer.space = space;
+    let (rec, frame) = next?;
+    let after = &rest[frame.len..];
+    *run = if joins_run(frame) {
+        Run::new(after, [rest[0], rest[1]])
+    } else {
+        Run::none(after)
+    };
+    Some(rec)
 }
 
 impl<'a> Iterator for RecordBatch<'a> {
@@ -813,41 +1005,20 @@ impl<'a> Iterator for RecordBatch<'a> {
         if self.remaining == 0 {
             return None;
         }
-        let rec = if self.stride != 0 {
-            // The position advances by the stride without waiting for the length
-            // byte; `record_at` still checks every record (alignment, header length).
-            let end = self.pos + self.stride;
-            let rec = record_at(self.data.get(self.pos..end)?)?;
-            self.pos = end;
-            rec
-        } else {
-            let header = self.data.get(self.pos..self.pos + 2)?;
-            let len = usize::from(header[0]) * 4;
-            let rec = if self.placed
-                && needs_placing(self.layout.entry(header[1]).upgrade, self.base + self.pos)
-            {
-                let rec = record_at(self.scratch.get(self.scratch_pos..)?)?;
-                self.scratch_pos += round_up_8(usize::from(self.scratch[self.scratch_pos]) * 4);
-                rec
-            } else {
-                record_at(self.data.get(self.pos..self.pos + len)?)?
-            };
-            self.pos += len;
-            rec
-        };
-        // Delivered bytes count from the batch's start (the decoder released the
-        // earlier ones before creating it).
-        *self.delivered = self.pos;
+        let rec = step(&mut self.run, self.len, &mut self.placer)?;
+        *self.left = self.run.rest().len();
         self.remaining -= 1;
         Some(rec)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        // `poll_batch` checked the first record; every record is at least a header.
+        let rest = self.run.rest().len();
+        let first = usize::from(rest == self.len && self.remaining > 0);
+        let most = self.remaining.min(rest / HEADER_LEN);
+        (first, Some(most))
     }
 }
-
-impl ExactSizeIterator for RecordBatch<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -879,7 +1050,8 @@ mod tests {
     }
 
     /// Drains `dec` with `poll_batch(max)`, taking at most `take` records of each batch;
-    /// returns the `ts_event`s in order, every batch's announced length, and the error.
+    /// returns the `ts_event`s in order, how many records each batch yielded, and the
+    /// error. Checks every batch's `size_hint` and `peek_rtype` against what it yields.
     fn drain(
         dec: &mut DbnDecoder,
         max: usize,
@@ -888,12 +1060,26 @@ mod tests {
         let (mut seen, mut lens) = (Vec::new(), Vec::new());
         loop {
             match dec.poll_batch(max) {
-                Ok(Decoded::Record(batch)) => {
-                    lens.push(batch.len());
-                    for rec in batch.take(take) {
+                Ok(Decoded::Record(mut batch)) => {
+                    let mut yielded = 0;
+                    while yielded < take {
+                        let (low, high) = batch.size_hint();
+                        let high = high.expect("an upper bound");
+                        assert!(low <= high && high <= max, "{low}..={high}, max {max}");
+                        assert_eq!(low, usize::from(yielded == 0), "only the first is sure");
+                        let peeked = batch.peek_rtype();
+                        let Some(rec) = batch.next() else {
+                            assert_eq!(peeked, None, "peek saw a record next did not yield");
+                            break;
+                        };
+                        assert_eq!(peeked, Some(rec.header().rtype));
+                        assert!(high >= 1);
                         assert_eq!(rec.as_ref().as_ptr() as usize % RECORD_ALIGN, 0);
                         seen.push(rec.header().ts_event);
+                        yielded += 1;
                     }
+                    assert!(yielded >= 1, "an empty batch was handed out");
+                    lens.push(yielded);
                 }
                 Ok(Decoded::Metadata(_)) => unreachable!("fragments have no metadata"),
                 Ok(Decoded::NeedInput(_) | Decoded::End) => return (seen, lens, None),
@@ -935,8 +1121,8 @@ mod tests {
             assert_eq!(seen, want, "max {max}, take {take}");
             assert!(lens.iter().all(|&n| (1..=max).contains(&n)), "{lens:?}");
             if (max, take) == (usize::MAX, usize::MAX) {
-                // The long run is a batch by itself; the short run joins what follows.
-                assert_eq!(lens, [50, 30]);
+                // One pass: runs and mixed records come out of one batch.
+                assert_eq!(lens, [80]);
             }
         }
     }
@@ -961,6 +1147,73 @@ mod tests {
             }) => assert_eq!((offset, length, min), (40 * 56, 48, 56)),
             other => panic!("expected RecordTooShort, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_whose_scratch_is_full_ends_and_the_next_poll_continues() {
+        // v1 definitions (360 bytes) converted to v3 (520 bytes): 45 fit a 16 KiB
+        // buffer, 15 the 8 KiB scratch area.
+        let def = |i: u64| {
+            let mut rec = dbn::v1::InstrumentDefMsg {
+                security_update_action: dbn::SecurityUpdateAction::Add,
+                ..Default::default()
+            };
+            rec.hd.ts_event = i;
+            rec.as_ref().to_vec()
+        };
+        let stream: Vec<u8> = (0..100).flat_map(def).collect();
+        let config = DecoderConfig::default()
+            .buffer_size(16 * 1024)
+            .fragment(FragmentFormat {
+                version: 1,
+                ts_out: false,
+            });
+        let mut dec = DbnDecoder::new(config).expect("valid config");
+        let mut input = &stream[..];
+        let (mut seen, mut lens) = (Vec::new(), Vec::new());
+        while !input.is_empty() {
+            let taken = dec.handle_input(input);
+            input = &input[taken..];
+            if input.is_empty() {
+                dec.finish().expect("complete records");
+            }
+            let (batch_seen, batch_lens, err) = drain(&mut dec, usize::MAX, usize::MAX);
+            assert!(err.is_none(), "{err:?}");
+            seen.extend(batch_seen);
+            lens.extend(batch_lens);
+        }
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(SCRATCH_LEN / 520, 15);
+        assert_eq!(lens.iter().max(), Some(&15), "{lens:?}");
+    }
+
+    #[test]
+    fn records_of_a_dropped_batch_and_a_later_error_come_in_order() {
+        // A run, a record that breaks it, then a bad length: every good record comes
+        // out (across dropped batches) before the error, at the bad record's offset.
+        let mut stream: Vec<u8> = (0..10).flat_map(mbo).collect();
+        stream.extend(trade(10));
+        stream.extend((11..20).flat_map(mbo));
+        let bad = stream.len() as u64;
+        stream.extend([2u8, rtype::MBO, 0, 0]);
+        stream.resize(stream.len() + 60, 0);
+        let mut dec = fragment_decoder();
+        assert_eq!(dec.handle_input(&stream), stream.len());
+        let (seen, lens, err) = drain(&mut dec, usize::MAX, 4);
+        assert_eq!(seen, (0..20).collect::<Vec<_>>());
+        assert_eq!(lens, [4, 4, 4, 4, 4]);
+        match err {
+            Some(Error::RecordLength {
+                offset,
+                length_words,
+                ..
+            }) => assert_eq!((offset, length_words), (bad, 2)),
+            other => panic!("expected RecordLength, got {other:?}"),
+        }
+        assert!(
+            matches!(dec.poll_batch(1), Err(Error::RecordLength { .. })),
+            "sticky"
+        );
     }
 
     #[test]

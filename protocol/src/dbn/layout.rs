@@ -176,12 +176,28 @@ fn struct_len(version: u8, rtype: u8) -> usize {
             largest!(rtype; InstrumentDefMsg, ErrorMsg, SymbolMappingMsg, SystemMsg, StatMsg)
         }
     };
-    common.max(versioned)
+    // dbn views TBBO (0xC5, a v4 rtype) as `Mbp1Msg`, whose `has_rtype` does not
+    // claim it: a shorter record would be read out of bounds by dbn's dispatch.
+    let dispatched = if rtype == dbn::RType::Tbbo as u8 {
+        size_of::<Mbp1Msg>()
+    } else {
+        0
+    };
+    common.max(versioned).max(dispatched)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rtype that dbn's record dispatch views as a struct needs that struct's
+    /// size (found by fuzzing: TBBO had none).
+    #[test]
+    fn tbbo_needs_the_size_of_mbp1() {
+        for version in 1..=3 {
+            assert_eq!(struct_len(version, 0xC5), 80, "v{version}");
+        }
+    }
 
     /// Sizes from the wire facts (PROTOCOL.md section 3), version by version.
     #[test]

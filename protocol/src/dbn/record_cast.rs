@@ -1,8 +1,9 @@
 //! The crate's one audited `unsafe` operation: viewing buffered bytes as a
 //! [`RecordRef`].
 //!
-//! Every record handed to a caller goes through [`record_at`], which checks the two
-//! conditions `RecordRef` relies on instead of trusting its callers: the slice starts
+//! Every record handed to a caller goes through [`record_at`] or, within a run of
+//! records with known header bytes, [`Run::next`]; both check the two
+//! conditions `RecordRef` relies on instead of trusting their callers: the slice starts
 //! on an 8-byte boundary (the alignment of every DBN record struct) and holds the whole
 //! record its header announces, at least the 16-byte header. A slice that fails either
 //! check yields `None`; no misaligned or short `RecordRef` is ever built.
@@ -38,6 +39,83 @@ pub(crate) fn record_at(bytes: &[u8]) -> Option<RecordRef<'_>> {
     Some(unsafe { RecordRef::new(&bytes[..len]) })
 }
 
+/// A cursor over buffered bytes that hands out, without framing them again, the
+/// records repeating the first two header bytes (length byte and `rtype`) of a record
+/// the decoder framed in full: such records pass the same framing checks.
+///
+/// Invariant (checked by [`Run::new`]): in a run, `rest` starts 8-byte aligned and
+/// `len` (the length the header bytes announce) is a multiple of 8 of at least 16, so
+/// every record the run hands out starts aligned; only [`Run::next`] advances `rest`,
+/// by `len`. Outside a run (`header` is [`Run::NO_HEADER`]) nothing matches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run<'a> {
+    /// The bytes from the next record on.
+    rest: &'a [u8],
+    /// The run's header bytes as a little-endian `u16`, or [`Run::NO_HEADER`].
+    header: u32,
+    /// The length of every record of the run.
+    len: usize,
+}
+
+impl<'a> Run<'a> {
+    /// The `header` of a cursor outside a run: no two bytes read as a `u16` equal it.
+    const NO_HEADER: u32 = u32::MAX;
+
+    /// A cursor at `rest` outside any run.
+    #[inline]
+    pub(crate) fn none(rest: &'a [u8]) -> Self {
+        Self {
+            rest,
+            header: Self::NO_HEADER,
+            len: usize::MAX,
+        }
+    }
+
+    /// A cursor at `rest` in a run of records whose first two bytes are `header`
+    /// (length byte, `rtype`); outside a run when `rest` is misaligned or the announced
+    /// length is not a multiple of 8 of at least 16.
+    #[inline]
+    pub(crate) fn new(rest: &'a [u8], header: [u8; 2]) -> Self {
+        let len = usize::from(header[0]) * 4;
+        if len < HEADER_LEN
+            || len % RECORD_ALIGN != 0
+            || rest.as_ptr().align_offset(RECORD_ALIGN) != 0
+        {
+            return Self::none(rest);
+        }
+        Self {
+            rest,
+            header: u32::from(u16::from_le_bytes(header)),
+            len,
+        }
+    }
+
+    /// The bytes from the next record on.
+    #[inline]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// Hands out the next record when it repeats the run's header bytes and is
+    /// complete, and advances past it; `None` (nothing consumed) otherwise.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<RecordRef<'a>> {
+        let &[length_words, rtype] = self.rest.first_chunk::<2>()?;
+        if u32::from(u16::from_le_bytes([length_words, rtype])) != self.header {
+            return None;
+        }
+        let (rec, tail) = self.rest.split_at_checked(self.len)?;
+        self.rest = tail;
+        // SAFETY: `RecordRef::new` needs an aligned buffer starting with a record header.
+        // The header bytes equal the run's, so the run exists (`Run::new` accepted it):
+        // `rest` started 8-byte aligned and has only been advanced by `len`, a multiple
+        // of 8, so `rec` starts aligned. `rec` holds `len >= 16` bytes, and its header
+        // announces exactly `len` (its length byte is the run's), so `RecordRef::as_ref`
+        // stays in bounds. Every bit pattern is a valid header.
+        Some(unsafe { RecordRef::new(rec) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use dbn::Record;
@@ -58,6 +136,50 @@ mod tests {
         let rec = record_at(buf.bytes()).expect("aligned and whole");
         assert_eq!(rec.record_size(), 56);
         assert_eq!(rec.as_ref().len(), 56);
+    }
+
+    #[test]
+    fn a_run_hands_out_only_aligned_whole_records_with_its_header() {
+        let mut buf = AlignedBuf::new(200);
+        for at in [0, 56, 112] {
+            buf.bytes_mut()[at] = 14;
+            buf.bytes_mut()[at + 1] = 0xA0;
+        }
+        buf.bytes_mut()[169] = 0xA1; // a fourth record of another rtype
+        buf.bytes_mut()[168] = 4;
+        let bytes = &buf.bytes()[..160]; // the third record is cut short
+        let mut run = Run::new(bytes, [14, 0xA0]);
+        let first = run.next().expect("first");
+        assert_eq!(first.as_ref().len(), 56);
+        assert_eq!(
+            run.next().expect("second").as_ref().as_ptr() as usize % 8,
+            0
+        );
+        assert!(run.next().is_none(), "incomplete");
+        assert_eq!(run.rest().len(), 48, "nothing consumed by a refusal");
+        let mut other = Run::new(&buf.bytes()[168..], [14, 0xA0]);
+        assert!(other.next().is_none(), "other header bytes");
+        assert!(Run::none(buf.bytes()).next().is_none(), "outside a run");
+        assert!(
+            Run::new(&buf.bytes()[4..], [14, 0xA0]).next().is_none(),
+            "misaligned"
+        );
+        let mut odd = AlignedBuf::new(64);
+        odd.bytes_mut()[..2].copy_from_slice(&[5, 0xEE]);
+        assert!(
+            Run::new(odd.bytes(), [5, 0xEE]).next().is_none(),
+            "20 bytes"
+        );
+        odd.bytes_mut()[..2].copy_from_slice(&[2, 0xEE]);
+        assert!(
+            Run::new(odd.bytes(), [2, 0xEE]).next().is_none(),
+            "under a header"
+        );
+        odd.bytes_mut()[..2].copy_from_slice(&[0, 0]);
+        assert!(
+            Run::new(odd.bytes(), [0, 0]).next().is_none(),
+            "zero length"
+        );
     }
 
     #[test]
