@@ -16,6 +16,25 @@ pub(crate) struct Delivery {
     replayed: Option<(u64, u64)>,
 }
 
+/// Offset of `ts_recv` in an `Mbp1Msg`.
+const MBP1_TS_RECV: std::ops::Range<usize> = 32..40;
+
+/// The record's index timestamp. dbn's `raw_index_ts` panics on TBBO (0xC5) records,
+/// which it dispatches as `Mbp1Msg` without `Mbp1Msg` claiming the rtype; the decoder
+/// guarantees such records are at least an `Mbp1Msg` long, so `ts_recv` is read
+/// where that struct has it.
+fn index_ts(rec: &RecordRef<'_>) -> u64 {
+    if rec.header().rtype == dbn::RType::Tbbo as u8 {
+        if let Some(bytes) = rec.as_ref().get(MBP1_TS_RECV) {
+            let mut ts = [0; 8];
+            ts.copy_from_slice(bytes);
+            return u64::from_le_bytes(ts);
+        }
+        return rec.header().ts_event;
+    }
+    rec.raw_index_ts()
+}
+
 impl Delivery {
     /// Whether `rec` is delivered (true) or is a replayed duplicate (false); counts it
     /// when delivered.
@@ -27,7 +46,7 @@ impl Delivery {
         ) {
             return true;
         }
-        let ts = rec.raw_index_ts();
+        let ts = index_ts(rec);
         if let Some((replay_ts, skip)) = &mut self.replayed {
             if ts < *replay_ts {
                 return false;
