@@ -3,7 +3,7 @@
 //! terminal).
 //!
 //! ```text
-//! DATABENTO_API_KEY=... cargo run -p dbn-pipe-tokio --example get_range -- \
+//! DATABENTO_API_KEY=... cargo run -p dbn-pipe-tokio --example tokio_get_range -- \
 //!     --dataset GLBX.MDP3 --schema trades --symbols ESM4 --start 2024-05-01 --limit 1000
 //! ```
 #![forbid(unsafe_code)]

@@ -1,7 +1,7 @@
 //! Streams live records from a Databento gateway with the tokio driver.
 //!
 //! ```text
-//! DATABENTO_API_KEY=... cargo run -p dbn-pipe-tokio --example live -- \
+//! DATABENTO_API_KEY=... cargo run -p dbn-pipe-tokio --example tokio_live -- \
 //!     --dataset GLBX.MDP3 --schema trades --symbols ESM5 --max-records 100
 //! ```
 //!

@@ -31,8 +31,8 @@ pub fn mbo_record(i: u64) -> MboMsg {
     rec.size = 1 + (i % 10) as u32;
     rec.flags = FlagSet::empty();
     rec.channel_id = 0;
-    rec.action = if i.is_multiple_of(3) { b'A' } else { b'C' } as std::ffi::c_char;
-    rec.side = if i.is_multiple_of(2) { b'B' } else { b'A' } as std::ffi::c_char;
+    rec.action = if i % 3 == 0 { b'A' } else { b'C' } as std::ffi::c_char;
+    rec.side = if i % 2 == 0 { b'B' } else { b'A' } as std::ffi::c_char;
     rec.ts_recv = rec.hd.ts_event + 275;
     rec.ts_in_delta = 1_000;
     rec.sequence = 1_170_352 + i as u32;

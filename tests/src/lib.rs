@@ -6,6 +6,7 @@
 //! conformance scenarios run against both drivers will live here as the drivers land.
 #![forbid(unsafe_code)]
 
+pub mod drivers;
 pub mod generate;
 pub mod mock_gateway;
 pub mod mock_historical;

@@ -110,13 +110,23 @@ impl Timeline {
         }
     }
 
-    /// Index of the first record whose `ts_event >= start` (the timeline is sorted by
-    /// `ts_event`, which [`MockGateway::start`] checks).
+    /// The index timestamp of record `i`, which replay `start` filters on, as the
+    /// client's gap fill assumes: `ts_recv` for MBO records, `ts_event` otherwise.
+    fn index_ts(&self, i: usize) -> u64 {
+        match self {
+            Timeline::Generated { run, .. } => generated_record(i as u64, *run).ts_recv,
+            Timeline::Explicit(records) => header_index_ts(&records[i]),
+        }
+    }
+
+    /// Index of the first record whose index timestamp is `>= start` (timelines are
+    /// sorted by it: generated ones by construction; explicit ones are checked by
+    /// `ts_event`, and their MBO `ts_recv` must follow the same order).
     fn first_at_or_after(&self, start: u64) -> usize {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.ts_event(mid) < start {
+            if self.index_ts(mid) < start {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -180,6 +190,16 @@ pub fn read_fixture_records(path: &Path) -> io::Result<Vec<Vec<u8>>> {
 fn decoder_ts_out<R: io::Read>(decoder: &dbn::decode::dbn::Decoder<R>) -> bool {
     use dbn::decode::DbnMetadata;
     decoder.metadata().ts_out
+}
+
+/// `ts_recv` of an MBO record (its index timestamp), `ts_event` of any other.
+fn header_index_ts(record: &[u8]) -> u64 {
+    match record.get(40..48) {
+        Some(ts_recv) if record[1] == rtype::MBO => {
+            u64::from_le_bytes(ts_recv.try_into().expect("8 bytes"))
+        }
+        _ => header_ts_event(record),
+    }
 }
 
 fn header_ts_event(record: &[u8]) -> u64 {

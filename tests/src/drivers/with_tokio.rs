@@ -1,0 +1,177 @@
+//! The scenarios' [`Driver`] on `dbn-pipe-tokio`: each run on its own current-thread
+//! runtime, the way a single-threaded service would use the client.
+
+use std::path::Path;
+
+use dbn_pipe_protocol::live::ApiKey;
+use dbn_pipe_protocol::tls::TlsConfig;
+use dbn_pipe_tokio::{Error, Event, HistoricalClient, HistoricalOptions, LiveClient, LiveOptions};
+
+use super::{is_market_data, notice_code};
+use crate::scenario::{Driver, Failure, FileOutcome, LiveOutcome, LiveRun, RangeOutcome, RangeRun};
+
+/// `dbn-pipe-tokio` as a scenario driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokio;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn failure(err: &Error) -> Failure {
+    Failure::new(err.kind(), err)
+}
+
+impl Driver for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn live(run: &LiveRun) -> LiveOutcome {
+        runtime().block_on(live(run))
+    }
+
+    fn range(run: &RangeRun) -> RangeOutcome {
+        runtime().block_on(range(run))
+    }
+
+    fn range_to_file(run: &RangeRun, path: &Path) -> FileOutcome {
+        runtime().block_on(range_to_file(run, path))
+    }
+
+    fn concurrent(lives: [&LiveRun; 2], range_run: &RangeRun) -> ([LiveOutcome; 2], RangeOutcome) {
+        runtime().block_on(async {
+            let (a, b, r) = tokio::join!(live(lives[0]), live(lives[1]), range(range_run));
+            ([a, b], r)
+        })
+    }
+}
+
+fn options(run: &LiveRun) -> Result<LiveOptions, Error> {
+    let key = ApiKey::new(run.key.clone())?;
+    let mut options = LiveOptions::new(key, run.dataset.clone())
+        .addr(run.addr.clone())
+        .compression(run.compression)
+        .ts_out(run.ts_out);
+    if let Some(s) = run.heartbeat_interval_s {
+        options = options.heartbeat_interval_s(s);
+    }
+    if let Some(timeout) = run.silence_timeout {
+        options = options.silence_timeout(timeout);
+    }
+    if let Some(timeout) = run.auth_timeout {
+        options = options.auth_timeout(timeout);
+    }
+    if let Some(reconnect) = &run.auto_reconnect {
+        options = options.auto_reconnect(reconnect.clone());
+    }
+    if let Some(bytes) = run.buffer_size {
+        options = options.buffer_size(bytes);
+    }
+    Ok(options)
+}
+
+async fn live(run: &LiveRun) -> LiveOutcome {
+    let mut out = LiveOutcome::new(run.keep_records);
+    if let Err(err) = live_into(run, &mut out).await {
+        out.failure = Some(failure(&err));
+    }
+    out
+}
+
+async fn live_into(run: &LiveRun, out: &mut LiveOutcome) -> Result<(), Error> {
+    let mut client = LiveClient::connect(options(run)?).await?;
+    for subscription in &run.subscriptions {
+        client.subscribe(subscription.clone()).await?;
+    }
+    out.metadata.push(client.start().await?);
+    let mut paused = false;
+    loop {
+        if let Some((after, gate)) = &run.pause {
+            if !paused && out.records.count() >= *after {
+                paused = true;
+                // A consumer that stops: nothing polls the client meanwhile.
+                gate.wait();
+            }
+        }
+        if run
+            .max_records
+            .is_some_and(|max| out.records.count() >= max)
+        {
+            return client.close().await;
+        }
+        match client.next_event().await? {
+            None => return Ok(()),
+            Some(Event::Record(record)) if is_market_data(record.header().rtype) => {
+                out.records.push(record.as_ref());
+            }
+            Some(Event::Gateway { record, .. }) => out.notices.push(notice_code(&record)),
+            Some(Event::Reconnected { policy, gap_from }) => {
+                out.reconnects.push((policy, gap_from))
+            }
+            Some(Event::Metadata(metadata)) => out.metadata.push(*metadata),
+            Some(_) => {}
+        }
+    }
+}
+
+fn historical(run: &RangeRun) -> Result<HistoricalClient, Error> {
+    let tls = TlsConfig::builder()
+        .without_webpki_roots()
+        .add_pem(run.root_pem.as_bytes())?
+        .build()?;
+    let mut options = HistoricalOptions::new(ApiKey::new(crate::scenario::KEY)?)
+        .base_url(&run.base_url)
+        .tls(tls);
+    if let Some(timeout) = run.read_timeout {
+        options = options.read_timeout(timeout);
+    }
+    options.build()
+}
+
+async fn range(run: &RangeRun) -> RangeOutcome {
+    let mut out = RangeOutcome::new(run.keep_records);
+    if let Err(err) = range_into(run, &mut out).await {
+        out.failure = Some(failure(&err));
+    }
+    out
+}
+
+async fn range_into(run: &RangeRun, out: &mut RangeOutcome) -> Result<(), Error> {
+    let mut client = historical(run)?;
+    let mut stream = client.timeseries_get_range(&run.params).await?;
+    out.metadata = Some(stream.metadata().clone());
+    out.warnings = stream.warnings().to_vec();
+    while let Some(record) = stream.next_record().await? {
+        out.records.push(record.as_ref());
+    }
+    out.warnings = stream.warnings().to_vec();
+    Ok(())
+}
+
+async fn range_to_file(run: &RangeRun, path: &Path) -> FileOutcome {
+    let mut out = FileOutcome {
+        bytes: 0,
+        records: 0,
+        progress: Vec::new(),
+        failure: None,
+    };
+    let result = async {
+        let mut client = historical(run)?;
+        client
+            .get_range_to_file(&run.params, path, |p| {
+                out.progress.push((p.bytes_written, p.records));
+            })
+            .await
+    }
+    .await;
+    match result {
+        Ok(summary) => {
+            out.bytes = summary.bytes_written;
+            out.records = summary.records;
+        }
+        Err(err) => out.failure = Some(failure(&err)),
+    }
+    out
+}
