@@ -256,6 +256,8 @@ pub struct HistoricalConnection {
     session: HistoricalSession,
     socket: Option<Socket>,
     eof_sent: bool,
+    /// The last input step took nothing; the next one that takes nothing waits.
+    stalled: bool,
     failure: Option<Error>,
     request: Option<Request>,
     read_deadline: Option<Instant>,
@@ -286,6 +288,7 @@ impl HistoricalConnection {
             session,
             socket: Some(socket),
             eof_sent: false,
+            stalled: false,
             failure: None,
             request: None,
             read_deadline: None,
@@ -577,7 +580,14 @@ impl HistoricalConnection {
         let taken = self.session.handle_input(socket.pending());
         socket.consume(taken);
         self.flush();
-        Ok(if taken > 0 { Step::Again } else { Step::Idle })
+        // Taking nothing may mean the input just failed the session (a TLS alert):
+        // poll it once more for its verdict before waiting for the socket.
+        let stalled = std::mem::replace(&mut self.stalled, taken == 0);
+        Ok(if taken > 0 || !stalled {
+            Step::Again
+        } else {
+            Step::Idle
+        })
     }
 
     fn fail_pending(&mut self) -> Result<Step, Error> {

@@ -157,6 +157,9 @@ struct Conn {
     pending: Range<usize>,
     out: Outgoing,
     eof: bool,
+    /// The last input step took nothing: the session must now have an event (an
+    /// error it just met, for one); a second such step is a stall.
+    stalled: bool,
 }
 
 /// What the session has for the client, owning nothing borrowed.
@@ -513,6 +516,7 @@ impl HistoricalClient {
                     pending: 0..0,
                     out: Outgoing::default(),
                     eof: false,
+                    stalled: false,
                 })
             }
         };
@@ -527,7 +531,10 @@ impl HistoricalClient {
                 return Err(Error::Closed("no request in flight".to_owned()));
             };
             let result = match conn.poll_step(&mut self.warnings) {
-                Ok(Some(step)) => return Ok(step),
+                Ok(Some(step)) => {
+                    conn.stalled = false;
+                    return Ok(step);
+                }
                 Ok(None) => io_once(conn, self.read_timeout).await,
                 Err(err) => Err(err),
             };
@@ -592,11 +599,15 @@ async fn io_once(conn: &mut Conn, read_timeout: Duration) -> Result<(), Error> {
             .session
             .handle_input(&conn.read_buf[conn.pending.clone()]);
         conn.pending.start += taken;
-        if taken == 0 {
+        if taken > 0 {
+            conn.stalled = false;
+        } else if std::mem::replace(&mut conn.stalled, true) {
             return Err(Error::internal(
                 "the session took no input and had no event",
             ));
         }
+        // Taking nothing may mean the input just failed the session (a TLS alert):
+        // the caller polls the session for its verdict before coming back.
         return Ok(());
     }
     if conn.eof {

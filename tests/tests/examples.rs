@@ -92,15 +92,17 @@ fn stderr(out: &Output) -> String {
 }
 
 fn live_json_equals_the_oracle(program: &str) {
-    let gw = MockGateway::start(
-        Script::new()
-            .generated_records(1_500)
-            .keep_records()
-            .behavior(Behavior::new().write_split(1_000)),
-    )
-    .unwrap();
-    let addr = gw.addr().to_string();
     for compression in ["none", "zstd"] {
+        // A gateway per run: without `start`, a gateway resumes where the last
+        // connection stopped.
+        let gw = MockGateway::start(
+            Script::new()
+                .generated_records(1_500)
+                .keep_records()
+                .behavior(Behavior::new().write_split(1_000)),
+        )
+        .unwrap();
+        let addr = gw.addr().to_string();
         let out = run(
             program,
             &[
@@ -119,6 +121,7 @@ fn live_json_equals_the_oracle(program: &str) {
             KEY,
         );
         assert!(out.status.success(), "{program}: {}", stderr(&out));
+        assert!(gw.wait_ended(1, std::time::Duration::from_secs(10)));
         let conn = gw.connections().pop().unwrap();
         assert_eq!(conn.records.len(), 1_500);
         let expected = json_lines_of_records(&conn.records);

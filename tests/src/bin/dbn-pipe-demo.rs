@@ -1,129 +1,178 @@
-//! The main job of dbn-pipe, until the drivers exist: encode a synthetic MBO stream with
-//! the `dbn` crate, compress it with zstd in several frames, decode it through
-//! `dbn-pipe-protocol` in 64 KiB reads, and check the summary against what was encoded.
+//! The main job of dbn-pipe, with no key and no network: the repo's loopback live
+//! gateway replays generated MBO records and the real client streams them through the
+//! tokio driver; then the loopback HTTPS historical server serves the same kind of
+//! records as a `.dbn.zst` body, which the client downloads to a file with progress.
+//! Every record is checked against what was served, and a summary is printed.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use dbn::MboMsg;
-use dbn_pipe_protocol::{Decoded, StreamConfig, StreamDecoder};
-use dbn_pipe_tests::generate;
+use dbn::Schema;
+use dbn_pipe_protocol::historical::GetRangeParams;
+use dbn_pipe_protocol::live::{ApiKey, LiveCompression, Subscription};
+use dbn_pipe_protocol::tls::TlsConfig;
+use dbn_pipe_tests::generate::{self, START_NS};
+use dbn_pipe_tests::mock_gateway::{Behavior, MockGateway, Script, TEST_API_KEY};
+use dbn_pipe_tests::mock_historical::{self, MockHistorical, Reply};
+use dbn_pipe_tokio::{HistoricalClient, HistoricalOptions, LiveClient, LiveOptions};
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// Decode a generated `.dbn.zst` stream through the dbn-pipe core and print a summary.
+/// Stream generated market data from a local gateway and a local historical server
+/// through the dbn-pipe tokio driver.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Number of MBO records to generate.
+    /// Live MBO records the gateway replays.
     #[arg(long, default_value_t = 2_000_000)]
     records: u64,
-    /// Uncompressed bytes per zstd frame.
-    #[arg(long, default_value_t = 4 << 20)]
-    frame_bytes: usize,
-    /// Size of each simulated read, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    read_bytes: usize,
+    /// Live stream compression: none or zstd.
+    #[arg(long, default_value = "zstd")]
+    compression: String,
+    /// Records of the historical download (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    historical_records: u64,
 }
 
-/// What the decode loop saw.
-#[derive(Debug, Default)]
-struct Summary {
-    dataset: String,
-    records: u64,
-    volume: u64,
-    first_ts: Option<u64>,
-    last_ts: u64,
-    max_sequence: u32,
-}
+type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let plain = generate::mbo_stream(args.records);
-    let compressed = generate::zstd_frames(&plain, args.frame_bytes, 3);
-    println!(
-        "encoded {} MBO records: {} bytes of DBN, {} bytes as {} zstd frames",
-        args.records,
-        plain.len(),
-        compressed.len(),
-        plain.len().div_ceil(args.frame_bytes.max(1)),
-    );
-    let started = Instant::now();
-    let summary = match decode(&compressed, args.read_bytes.max(1)) {
-        Ok(summary) => summary,
-        Err(err) => {
-            eprintln!("decode failed: {err} (kind {:?})", err.kind());
-            return ExitCode::FAILURE;
-        }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(&args)),
+        Err(err) => Err(err.into()),
     };
-    let elapsed = started.elapsed().as_secs_f64();
-    println!("dataset          {}", summary.dataset);
-    println!("records          {}", summary.records);
-    println!("total size       {}", summary.volume);
-    println!(
-        "ts_event         {} .. {}",
-        summary.first_ts.unwrap_or_default(),
-        summary.last_ts
-    );
-    println!("last sequence    {}", summary.max_sequence);
-    println!(
-        "decoded in       {:.3} s ({:.1} M records/s, {:.0} MB/s of DBN)",
-        elapsed,
-        summary.records as f64 / elapsed / 1e6,
-        plain.len() as f64 / elapsed / 1e6
-    );
-    let expected_volume: u64 = (0..args.records)
-        .map(|i| u64::from(generate::mbo_record(i).size))
-        .sum();
-    let expected_last = args.records.checked_sub(1).map(generate::mbo_record);
-    let ok = summary.records == args.records
-        && summary.volume == expected_volume
-        && expected_last.is_none_or(|last| {
-            summary.last_ts == last.hd.ts_event && summary.max_sequence == last.sequence
-        });
-    if ok {
-        println!("check            OK: every record decoded and matches what was encoded");
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "check            MISMATCH: expected {} records, volume {expected_volume}",
-            args.records
-        );
-        ExitCode::FAILURE
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("demo failed: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-/// Feeds `compressed` in reads of `read_bytes`, draining after each.
-fn decode(compressed: &[u8], read_bytes: usize) -> Result<Summary, dbn_pipe_protocol::Error> {
-    let mut decoder = StreamDecoder::new(StreamConfig::default())?;
-    let mut summary = Summary::default();
-    let mut reads = compressed.chunks(read_bytes);
-    let mut pending: &[u8] = &[];
-    loop {
-        if pending.is_empty() {
-            match reads.next() {
-                Some(read) => pending = read,
-                None => decoder.finish()?,
-            }
-        }
-        let taken = decoder.handle_input(pending);
-        pending = &pending[taken..];
-        loop {
-            match decoder.poll_batch(usize::MAX)? {
-                Decoded::Metadata(metadata) => summary.dataset = metadata.dataset.clone(),
-                Decoded::Record(batch) => {
-                    for rec in batch {
-                        if let Some(mbo) = rec.get::<MboMsg>() {
-                            summary.records += 1;
-                            summary.volume += u64::from(mbo.size);
-                            summary.first_ts.get_or_insert(mbo.hd.ts_event);
-                            summary.last_ts = mbo.hd.ts_event;
-                            summary.max_sequence = summary.max_sequence.max(mbo.sequence);
-                        }
-                    }
-                }
-                Decoded::NeedInput(_) => break,
-                Decoded::End => return Ok(summary),
-            }
-        }
+async fn run(args: &Args) -> Result<(), Failure> {
+    live(args).await?;
+    if args.historical_records > 0 {
+        historical(args.historical_records).await?;
     }
+    Ok(())
+}
+
+/// Live: the gateway replays `records` generated MBO records; each one received must
+/// be the one generated at its position.
+async fn live(args: &Args) -> Result<(), Failure> {
+    let compression = match args.compression.as_str() {
+        "none" => LiveCompression::None,
+        "zstd" => LiveCompression::Zstd,
+        other => return Err(format!("--compression must be none or zstd, not {other}").into()),
+    };
+    let records = usize::try_from(args.records)?;
+    let gateway = MockGateway::start(
+        Script::new()
+            .generated_records(records)
+            .behavior(Behavior::new().write_chunk(1 << 20)),
+    )?;
+    println!(
+        "live: a local gateway at {} replays {records} MBO records ({compression:?})",
+        gateway.addr()
+    );
+    let started = Instant::now();
+    let options = LiveOptions::new(ApiKey::new(TEST_API_KEY)?, "GLBX.MDP3")
+        .addr(gateway.addr().to_string())
+        .compression(compression);
+    let mut client = LiveClient::connect(options).await?;
+    client
+        .subscribe(Subscription::new(Schema::Mbo, ["ESH1"]))
+        .await?;
+    let metadata = client.start().await?;
+    let (mut count, mut volume, mut last_ts) = (0u64, 0u64, 0u64);
+    while let Some(record) = client.next_record().await? {
+        let Some(mbo) = record.get::<dbn::MboMsg>() else {
+            continue; // gateway notices
+        };
+        let expected = generate::mbo_record(count);
+        if mbo.order_id != expected.order_id || mbo.hd.ts_event != expected.hd.ts_event {
+            return Err(format!("record {count} is not the one the gateway sent").into());
+        }
+        count += 1;
+        volume += u64::from(mbo.size);
+        last_ts = mbo.hd.ts_event;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if count != args.records {
+        return Err(format!("received {count} of {} records", args.records).into());
+    }
+    println!("  dataset        {}", metadata.dataset);
+    println!("  records        {count} (each checked against the generator)");
+    println!("  volume         {volume}");
+    println!("  ts_event       {START_NS} .. {last_ts}");
+    println!(
+        "  throughput     {:.1} M records/s ({secs:.2} s, connect to last record)",
+        count as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+/// Historical: `get_range` of a `.dbn.zst` body over TLS, written to a temporary
+/// file with a progress bar, compared byte for byte with what the server sent.
+async fn historical(records: u64) -> Result<(), Failure> {
+    let body = mock_historical::mbo_body(records, 4 << 20);
+    let server = MockHistorical::builder()
+        .get_range(Reply::dbn_zst(body.clone()))
+        .start()?;
+    println!(
+        "historical: a local HTTPS server at {} serves {records} records ({} bytes of .dbn.zst)",
+        server.base_url(),
+        body.len()
+    );
+    let tls = TlsConfig::builder()
+        .without_webpki_roots()
+        .add_pem(server.root_pem().as_bytes())?
+        .build()?;
+    let mut client = HistoricalClient::new(
+        HistoricalOptions::new(ApiKey::new(TEST_API_KEY)?)
+            .base_url(&server.base_url())
+            .tls(tls),
+    )?;
+    let params = GetRangeParams::new("GLBX.MDP3", Schema::Mbo, ["ESH1"], START_NS);
+    let path = std::env::temp_dir().join(format!("dbn-pipe-demo-{}.dbn.zst", std::process::id()));
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(body.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("  {bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let summary = client
+        .get_range_to_file(&params, &path, |progress| {
+            bar.set_position(progress.bytes_written);
+            bar.set_message(format!("{} records", progress.records));
+        })
+        .await;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let written = std::fs::read(&path);
+    let _ = std::fs::remove_file(&path);
+    let summary = summary?;
+    if written? != body || summary.records != records {
+        return Err("the downloaded file differs from the served body".into());
+    }
+    println!(
+        "  file           {} bytes, identical to the served body",
+        summary.bytes_written
+    );
+    println!("  records        {}", summary.records);
+    println!(
+        "  throughput     {:.1} M records/s ({secs:.2} s)",
+        summary.records as f64 / secs / 1e6
+    );
+    Ok(())
 }
