@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use dbn::{Metadata, RecordRef};
 use dbn_pipe_protocol::historical::{
-    GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession, JsonRequest, JsonResponse,
+    BaseUrl, GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession, JsonRequest,
+    JsonResponse,
 };
 use dbn_pipe_protocol::live::ApiKey;
 use dbn_pipe_protocol::tls::TlsConfig;
@@ -108,35 +109,7 @@ impl HistoricalOptions {
 
     /// Checks the options: host, port and the TLS configuration.
     fn resolve_config(&self) -> Result<Endpoint, Error> {
-        let url = url::Url::parse(&self.base_url)
-            .map_err(|err| Error::Config(format!("base_url {:?}: {err}", self.base_url)))?;
-        if url.scheme() != "https" {
-            return Err(Error::Config(format!(
-                "base_url {:?}: only https is supported",
-                self.base_url
-            )));
-        }
-        if !(url.path().is_empty() || url.path() == "/")
-            || url.query().is_some()
-            || !url.username().is_empty()
-        {
-            return Err(Error::Config(format!(
-                "base_url {:?}: only scheme, host and port are allowed",
-                self.base_url
-            )));
-        }
-        let host = match url.host() {
-            Some(url::Host::Domain(host)) => host.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => {
-                return Err(Error::Config(format!(
-                    "base_url {:?}: no host",
-                    self.base_url
-                )));
-            }
-        };
-        let port = url.port_or_known_default().unwrap_or(443);
+        let BaseUrl { host, port } = BaseUrl::parse(&self.base_url)?;
         if self.read_buffer == 0 || self.connect_timeout.is_zero() || self.read_timeout.is_zero() {
             return Err(Error::Config(
                 "read_buffer, connect_timeout and read_timeout must not be zero".to_owned(),
@@ -152,11 +125,11 @@ impl HistoricalOptions {
                 builder.build()?
             }
         };
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let addr = BaseUrl {
+            host: host.clone(),
+            port,
+        }
+        .socket_addr();
         Ok(Endpoint { host, addr, tls })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dbn::{Metadata, RecordRef};
 use dbn_pipe_protocol::historical::{
-    DatasetRange, GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession,
+    BaseUrl, DatasetRange, GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession,
     JsonRequest, JsonResponse, Resolution, ResolveParams,
 };
 use dbn_pipe_protocol::live::ApiKey;
@@ -227,32 +227,7 @@ impl HistoricalClient {
     /// Kind `Config` for a base URL that is not `https://host[:port]`, an invalid
     /// root certificate, or a zero timeout or buffer.
     pub fn new(options: HistoricalOptions) -> Result<Self, Error> {
-        let url = url::Url::parse(&options.base_url)
-            .map_err(|err| Error::Config(format!("base URL {:?}: {err}", options.base_url)))?;
-        if url.scheme() != "https" {
-            return Err(Error::Config(format!(
-                "base URL {:?}: only https is supported",
-                options.base_url
-            )));
-        }
-        let host = match url.host() {
-            Some(url::Host::Domain(domain)) => domain.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => {
-                return Err(Error::Config(format!(
-                    "base URL {:?} has no host",
-                    options.base_url
-                )));
-            }
-        };
-        if !matches!(url.path(), "" | "/") || url.query().is_some() {
-            return Err(Error::Config(format!(
-                "base URL {:?}: give only the scheme, host and port",
-                options.base_url
-            )));
-        }
-        let port = url.port_or_known_default().unwrap_or(443);
+        let BaseUrl { host, port } = BaseUrl::parse(&options.base_url)?;
         if options.connect_timeout.is_zero() || options.read_timeout.is_zero() {
             return Err(Error::Config("timeouts must be positive".to_owned()));
         }

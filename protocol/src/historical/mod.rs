@@ -2,11 +2,13 @@
 //! `timeseries.get_range` streamed into records as the body arrives, and the JSON
 //! endpoints parsed into types. See [`HistoricalSession`].
 
+mod base_url;
 mod endpoints;
 mod params;
 mod session;
 mod status;
 
+pub use base_url::BaseUrl;
 pub use endpoints::{
     DatasetRange, JsonRequest, JsonResponse, MappingInterval, Resolution, ResolveParams,
 };
