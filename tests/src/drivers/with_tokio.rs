@@ -142,11 +142,11 @@ async fn range_into(run: &RangeRun, out: &mut RangeOutcome) -> Result<(), Error>
     let mut client = historical(run)?;
     let mut stream = client.timeseries_get_range(&run.params).await?;
     out.metadata = Some(stream.metadata().clone());
+    // X-Warning headers come with the response head, before the metadata.
     out.warnings = stream.warnings().to_vec();
     while let Some(record) = stream.next_record().await? {
         out.records.push(record.as_ref());
     }
-    out.warnings = stream.warnings().to_vec();
     Ok(())
 }
 
