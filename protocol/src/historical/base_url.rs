@@ -13,7 +13,9 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
-    /// Parses `url`: only the `https` scheme, a host and an optional port.
+    /// Parses `url`: only the `https` scheme, a host and an optional port. Host names
+    /// are ASCII (this workspace builds `url` without a Unicode IDNA back end); upper
+    /// case is folded to lower case.
     ///
     /// # Errors
     /// [`Error::Config`] naming the URL and what is wrong with it.
@@ -70,6 +72,8 @@ mod tests {
         let url = BaseUrl::parse("https://[::1]:9443/").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 9443));
         assert_eq!(url.socket_addr(), "[::1]:9443");
+        let url = BaseUrl::parse("https://HIST.Databento.com:443").unwrap();
+        assert_eq!(url.host, "hist.databento.com");
     }
 
     #[test]
@@ -80,6 +84,7 @@ mod tests {
             ("https://user@hist.databento.com", "only the scheme"),
             ("https://hist.databento.com/?a=1", "only the scheme"),
             ("not a url", "base URL"),
+            ("https://bücher.example", "base URL"),
         ] {
             let err = BaseUrl::parse(url).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Config);
