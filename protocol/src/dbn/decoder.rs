@@ -41,7 +41,7 @@ pub enum Decoded<R> {
 struct Format {
     version: u8,
     ts_out: bool,
-    layout: Layout,
+    layout: &'static Layout,
 }
 
 /// A sans-IO decoder of DBN byte streams: whole streams (prelude, metadata, records)
@@ -242,7 +242,11 @@ impl DbnDecoder {
                 Some(Format {
                     version: fragment.version,
                     ts_out: fragment.ts_out,
-                    layout: Layout::new(fragment.version, fragment.ts_out, config.upgrade_policy),
+                    layout: Layout::shared(
+                        fragment.version,
+                        fragment.ts_out,
+                        config.upgrade_policy,
+                    ),
                 }),
             ),
             None => (Some(HeaderReader::default()), None),
@@ -303,13 +307,13 @@ impl DbnDecoder {
     /// Returns 0 after an error or after [`finish`](Self::finish).
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let mut taken = 0;
-        while taken < input.len() {
-            let space = self.space();
-            if space.is_empty() {
+        while taken < input.len() && self.make_space() {
+            // Past the buffer's initialised prefix the copy initialises it: a new
+            // decoder fed by copy never zeroes its buffer first.
+            let n = self.buf.write_at(self.tail, &input[taken..]);
+            if n == 0 {
                 break;
             }
-            let n = space.len().min(input.len() - taken);
-            space[..n].copy_from_slice(&input[taken..taken + n]);
             self.fill(n);
             taken += n;
         }
@@ -321,13 +325,22 @@ impl DbnDecoder {
     /// error or after [`finish`](Self::finish), or when the buffer is full of
     /// undelivered records.
     pub fn space(&mut self) -> &mut [u8] {
-        self.release();
-        if self.failure.is_some() || self.eof {
+        if !self.make_space() {
             return &mut [];
         }
-        self.compact();
         let tail = self.tail;
         &mut self.buf.bytes_mut()[tail..]
+    }
+
+    /// Frees delivered records and compacts; `false` when no input may be taken
+    /// (after an error or [`finish`](Self::finish)).
+    fn make_space(&mut self) -> bool {
+        self.release();
+        if self.failure.is_some() || self.eof {
+            return false;
+        }
+        self.compact();
+        true
     }
 
     /// Commits `n` bytes written at the start of [`space`](Self::space).
@@ -480,7 +493,7 @@ impl DbnDecoder {
             placer: Placer {
                 framing: Framing {
                     base: *head,
-                    layout: &format.layout,
+                    layout: format.layout,
                     ts_out: format.ts_out,
                 },
                 space: Space {
@@ -640,7 +653,7 @@ impl DbnDecoder {
         let Some(format) = &self.format else {
             return Ok(None);
         };
-        match frame(&self.buf.bytes()[pos..self.tail], &format.layout) {
+        match frame(&self.buf.bytes()[pos..self.tail], format.layout) {
             Ok(frame) => Ok(frame),
             Err(fault) => Err(self.fault_error(pos, fault)),
         }
@@ -692,7 +705,7 @@ impl DbnDecoder {
                     self.format = Some(Format {
                         version: header.version,
                         ts_out: header.ts_out,
-                        layout: Layout::new(header.version, header.ts_out, policy),
+                        layout: Layout::shared(header.version, header.ts_out, policy),
                     });
                     debug_assert_eq!(self.head_offset, header.len);
                     self.metadata = Some(Box::new(header.metadata));
@@ -736,7 +749,9 @@ impl DbnDecoder {
         let end_space = self.buf.len() - self.tail;
         let misaligned = self.head % RECORD_ALIGN != 0;
         if data_len <= self.head || end_space < MAX_FRAME_LEN || misaligned {
-            self.buf.bytes_mut().copy_within(self.head..self.tail, 0);
+            self.buf
+                .initialised_mut()
+                .copy_within(self.head..self.tail, 0);
             self.head = 0;
             self.tail = data_len;
         }

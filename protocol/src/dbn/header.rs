@@ -70,14 +70,9 @@ impl HeaderReader {
             return Ok((used, None));
         }
         let version = self.bytes[3];
-        let metadata = dbn::decode::dbn::MetadataDecoder::with_upgrade_policy(
-            &self.bytes[..],
-            policy.to_dbn(),
-        )
-        .decode()
-        .map_err(|e| Error::Metadata {
+        let metadata = decode_metadata(&self.bytes, policy).map_err(|reason| Error::Metadata {
             offset: PRELUDE_LEN as u64,
-            reason: e.to_string(),
+            reason,
         })?;
         let header = Header {
             version,
@@ -147,4 +142,24 @@ fn check_prelude(prelude: &[u8], policy: UpgradePolicy, max: usize) -> Result<u3
         });
     }
     Ok(length)
+}
+/// Decodes a complete prelude and metadata block with the `dbn` crate's own state
+/// machine, sized to exactly these bytes (its `MetadataDecoder` would allocate and
+/// zero a 64 KiB record buffer for every stream).
+fn decode_metadata(bytes: &[u8], policy: UpgradePolicy) -> Result<Metadata, String> {
+    use dbn::decode::dbn::fsm::{DbnFsm, ProcessResult};
+    let mut fsm = DbnFsm::builder()
+        .buffer_size(bytes.len())
+        .compat_size(0)
+        .upgrade_policy(policy.to_dbn())
+        .build()
+        .map_err(|e| e.to_string())?;
+    fsm.write_all(bytes);
+    match fsm.process() {
+        ProcessResult::Metadata(metadata) => Ok(metadata),
+        ProcessResult::Err(e) => Err(e.to_string()),
+        ProcessResult::ReadMore(_) | ProcessResult::Record(()) => {
+            Err("the metadata block is incomplete".to_owned())
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! be, and which conversion (if any) the upgrade policy applies to it.
 
 use std::mem::size_of;
+use std::sync::OnceLock;
 
 use dbn::{HasRType, rtype};
 
@@ -121,6 +122,25 @@ impl Layout {
         Self { entries }
     }
 
+    /// The table for one combination, built on first use and shared by every decoder
+    /// of the process (building it costs more than decoding a small stream's records).
+    /// `version` is 1, 2 or 3 (validated by the caller; anything above 3 reads as 3).
+    pub(crate) fn shared(version: u8, ts_out: bool, policy: UpgradePolicy) -> &'static Self {
+        static TABLES: [OnceLock<Layout>; 18] = [const { OnceLock::new() }; 18];
+        let version_index = match version {
+            0 | 1 => 0,
+            2 => 1,
+            _ => 2,
+        };
+        let policy_index = match policy {
+            UpgradePolicy::AsIs => 0,
+            UpgradePolicy::UpgradeToV2 => 1,
+            UpgradePolicy::UpgradeToV3 => 2,
+        };
+        let index = (version_index * 2 + usize::from(ts_out)) * 3 + policy_index;
+        TABLES[index].get_or_init(|| Self::new(version.clamp(1, 3), ts_out, policy))
+    }
+
     /// The entry for `rtype`.
     #[inline]
     pub(crate) fn entry(&self, rtype: u8) -> Entry {
@@ -192,6 +212,31 @@ mod tests {
 
     /// Every rtype that dbn's record dispatch views as a struct needs that struct's
     /// size (found by fuzzing: TBBO had none).
+    #[test]
+    fn shared_tables_equal_freshly_built_ones() {
+        use UpgradePolicy::{AsIs, UpgradeToV2, UpgradeToV3};
+        for version in 1..=3 {
+            for ts_out in [false, true] {
+                for policy in [AsIs, UpgradeToV2, UpgradeToV3] {
+                    let shared = Layout::shared(version, ts_out, policy);
+                    let fresh = Layout::new(version, ts_out, policy);
+                    for rtype in 0..=255u8 {
+                        let (a, b) = (shared.entry(rtype), fresh.entry(rtype));
+                        assert_eq!(
+                            (a.min_len, a.upgrade, a.fields),
+                            (b.min_len, b.upgrade, b.fields),
+                            "v{version} ts_out {ts_out} {policy:?} rtype {rtype:#x}"
+                        );
+                    }
+                    assert!(std::ptr::eq(
+                        shared,
+                        Layout::shared(version, ts_out, policy)
+                    ));
+                }
+            }
+        }
+    }
+
     #[test]
     fn tbbo_needs_the_size_of_mbp1() {
         for version in 1..=3 {
