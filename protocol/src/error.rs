@@ -16,10 +16,14 @@ pub enum TruncatedPart {
     ZstdFrame,
     /// An HTTP response head (status line and headers).
     HttpHead,
-    /// An HTTP response body (Content-Length or chunked, or close-delimited without
-    /// a TLS close_notify).
+    /// An HTTP response body with a Content-Length, or close-delimited without a TLS
+    /// close_notify.
     HttpBody,
-    /// A TLS record or the TLS handshake.
+    /// A chunked HTTP response body (`have` counts its data bytes, without the chunk
+    /// framing).
+    HttpChunkedBody,
+    /// A TLS record: the connection ended inside one (`offset` is where the record
+    /// starts in the ciphertext, `need` its length with the 5-byte header when known).
     Tls,
 }
 
@@ -32,7 +36,8 @@ impl fmt::Display for TruncatedPart {
             Self::ZstdFrame => "a zstd frame",
             Self::HttpHead => "an HTTP response head",
             Self::HttpBody => "an HTTP response body",
-            Self::Tls => "the TLS stream",
+            Self::HttpChunkedBody => "a chunked HTTP response body",
+            Self::Tls => "a TLS record",
         })
     }
 }

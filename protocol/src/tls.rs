@@ -138,6 +138,66 @@ pub struct TlsSession {
     conn: ClientConnection,
     failure: Option<Error>,
     received: u64,
+    records: RecordFraming,
+}
+
+/// Where the ciphertext stream stands in TLS record framing (a 5-byte header whose
+/// last two bytes give the body length), so that a connection that ends inside a
+/// record is reported as a cut TLS record rather than only as what it carried.
+#[derive(Debug, Default)]
+struct RecordFraming {
+    /// Ciphertext offset where the current record starts.
+    start: u64,
+    /// Header bytes of the current record received so far (0 to 4; 5 completes it).
+    header: [u8; 5],
+    header_have: usize,
+    /// Body length of the current record, once its header is complete.
+    body_len: usize,
+    /// Body bytes of the current record still to come.
+    body_left: usize,
+}
+
+impl RecordFraming {
+    const HEADER_LEN: usize = 5;
+
+    /// Accounts for `bytes`, the ciphertext that follows what was seen before.
+    fn advance(&mut self, mut bytes: &[u8], mut offset: u64) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                offset += n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.header_have == 0 {
+                self.start = offset;
+            }
+            let n = (Self::HEADER_LEN - self.header_have).min(bytes.len());
+            self.header[self.header_have..self.header_have + n].copy_from_slice(&bytes[..n]);
+            self.header_have += n;
+            offset += n as u64;
+            bytes = &bytes[n..];
+            if self.header_have == Self::HEADER_LEN {
+                self.body_len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.body_left = self.body_len;
+                self.header_have = 0;
+            }
+        }
+    }
+
+    /// The record the stream is inside of: its offset, the bytes of it received and
+    /// its whole length (unknown while the header is incomplete).
+    fn unfinished(&self, received: u64) -> Option<(u64, usize, Option<usize>)> {
+        let have = usize::try_from(received - self.start).unwrap_or(usize::MAX);
+        if self.header_have > 0 {
+            Some((self.start, have, None))
+        } else if self.body_left > 0 {
+            Some((self.start, have, Some(Self::HEADER_LEN + self.body_len)))
+        } else {
+            None
+        }
+    }
 }
 
 impl TlsSession {
@@ -161,6 +221,7 @@ impl TlsSession {
             conn,
             failure: None,
             received: 0,
+            records: RecordFraming::default(),
         })
     }
 
@@ -202,6 +263,7 @@ impl TlsSession {
             }
         }
         let taken = input.len() - rest.len();
+        self.records.advance(&input[..taken], self.received);
         self.received += taken as u64;
         Ok(taken)
     }
@@ -219,6 +281,19 @@ impl TlsSession {
             return Err(self.fail(&err));
         }
         Ok(())
+    }
+
+    /// When the ciphertext taken so far ends inside a TLS record: the truncation
+    /// error naming that record ([`TruncatedPart::Tls`](crate::TruncatedPart::Tls),
+    /// its offset, the bytes of it received and its length when known).
+    pub fn unfinished_record(&self) -> Option<Error> {
+        let (offset, have, need) = self.records.unfinished(self.received)?;
+        Some(Error::Truncated {
+            part: crate::TruncatedPart::Tls,
+            offset,
+            have,
+            need,
+        })
     }
 
     /// Queues application bytes to encrypt (held until the handshake completes).
@@ -307,5 +382,40 @@ impl TlsSession {
         let error = Error::Tls { reason };
         self.failure = Some(error.clone());
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_framing_knows_when_the_stream_stops_inside_a_record() {
+        // Two records whose 5-byte headers announce 3 and 0 body bytes, then a third
+        // announcing 4 of which 1 arrives.
+        let wire = [
+            23, 3, 3, 0, 3, b'a', b'b', b'c', 21, 3, 3, 0, 0, 23, 3, 3, 0, 4, b'x',
+        ];
+        for split in 0..=wire.len() {
+            let mut framing = RecordFraming::default();
+            framing.advance(&wire[..split], 0);
+            framing.advance(&wire[split..], split as u64);
+            assert_eq!(
+                framing.unfinished(wire.len() as u64),
+                Some((13, 6, Some(9))),
+                "split at {split}"
+            );
+        }
+        let mut framing = RecordFraming::default();
+        framing.advance(&wire[..8], 0);
+        assert_eq!(framing.unfinished(8), None, "at a record boundary");
+        framing.advance(&wire[8..13], 8);
+        assert_eq!(framing.unfinished(13), None, "an empty record is whole");
+        framing.advance(&wire[13..15], 13);
+        assert_eq!(
+            framing.unfinished(15),
+            Some((13, 2, None)),
+            "inside a header"
+        );
     }
 }

@@ -412,6 +412,46 @@ fn close_without_close_notify_is_truncation_after_the_records() {
 }
 
 #[test]
+fn a_connection_cut_inside_a_tls_record_names_the_tls_record() {
+    // Many small zstd frames, so that the half before the cut holds whole frames.
+    let body = generated_body(20_000, 40);
+    let (_, records) = oracle(&body);
+    for framing in [Framing::Length, Framing::Chunked] {
+        let mut pair = pair();
+        pair.client.get_range(&range_params()).unwrap();
+        pair.handshake();
+        let start = pair.to_client.len();
+        pair.server_send(&response(framing, &body, ""));
+        // Cut 100 bytes into the second half of the response's ciphertext: inside a
+        // TLS record (rustls writes records of at most 16 KiB plus overhead).
+        let cut = start + (pair.to_client.len() - start) / 2 + 100;
+        pair.to_client.truncate(cut);
+        let mut seen = Seen::default();
+        pair.deliver(4096, &mut seen);
+        pair.client.handle_eof();
+        drain(&mut pair.client, &mut seen);
+        let err = seen.error.expect("the cut is reported");
+        let Error::Truncated {
+            part: TruncatedPart::Tls,
+            offset,
+            have,
+            need: Some(need),
+        } = err
+        else {
+            panic!("{framing:?}: {err}");
+        };
+        assert!(offset < cut as u64 && have > 0 && have < need, "{err}");
+        assert_eq!(offset + have as u64, cut as u64, "{err}");
+        assert!(err.to_string().contains("TLS record"), "{err}");
+        assert!(
+            !seen.records.is_empty() && seen.records[..] == records[..seen.records.len()],
+            "{framing:?}: records before the cut arrive, in order"
+        );
+        assert_eq!(seen.done, 0);
+    }
+}
+
+#[test]
 fn content_length_body_cut_short_is_truncated() {
     let body = generated_body(1_000, 4);
     let mut pair = pair();

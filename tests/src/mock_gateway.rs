@@ -40,7 +40,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,6 +73,15 @@ pub enum StampField {
     /// `ts_recv` of MBO, trade/MBP-1/TBBO/BBO and MBP-10 records; other rtypes keep
     /// their bytes unchanged.
     TsRecv,
+}
+
+/// Which control line [`Behavior::long_line`] replaces by an endless one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongLineAt {
+    /// The greeting, the first line of the connection.
+    Greeting,
+    /// The reply to the auth line (after the client authenticated).
+    AuthReply,
 }
 
 /// How the records of the timeline are produced.
@@ -147,6 +156,58 @@ pub fn generated_record(i: u64, run: u64) -> MboMsg {
         rec.ts_recv = rec.hd.ts_event + 275;
     }
     rec
+}
+
+/// Every field of [`generate::mbo_record`]`(i)` that is not linear in `i` repeats
+/// with this period (lcm of the moduli 4, 64, 10, 3 and 2 it uses).
+const GENERATED_PERIOD: u64 = 960;
+
+/// Appends the bytes of [`generate::mbo_record`]`(i)` for `i` in
+/// `first..first + count` to `out`: a pre-encoded period of records with the fields
+/// linear in `i` (`ts_event`, `order_id`, `ts_recv`, `sequence`) shifted, much
+/// cheaper than encoding each record.
+pub fn append_generated_records(first: u64, count: usize, out: &mut Vec<u8>) {
+    static TEMPLATE: OnceLock<Vec<u8>> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        (0..GENERATED_PERIOD)
+            .flat_map(|i| generate::mbo_record(i).as_ref().to_vec())
+            .collect()
+    });
+    const LEN: usize = std::mem::size_of::<MboMsg>();
+    const TS_EVENT: usize = 8;
+    const ORDER_ID: usize = std::mem::offset_of!(MboMsg, order_id);
+    const TS_RECV: usize = std::mem::offset_of!(MboMsg, ts_recv);
+    const SEQUENCE: usize = std::mem::offset_of!(MboMsg, sequence);
+    fn add_u64(rec: &mut [u8], at: usize, delta: u64) {
+        let field: &mut [u8; 8] = (&mut rec[at..at + 8]).try_into().expect("8 bytes");
+        *field = u64::from_le_bytes(*field).wrapping_add(delta).to_le_bytes();
+    }
+    out.reserve(count * LEN);
+    let mut i = first;
+    let end = first + count as u64;
+    while i < end {
+        // One pass over the rest of the period that holds `i`.
+        let base = i - i % GENERATED_PERIOD;
+        let from = (i - base) as usize;
+        let to = (end - base).min(GENERATED_PERIOD) as usize;
+        let start = out.len();
+        out.extend_from_slice(&template[from * LEN..to * LEN]);
+        if base > 0 {
+            let ts_shift = base.wrapping_mul(1_000);
+            for rec in out[start..].chunks_exact_mut(LEN) {
+                add_u64(rec, TS_EVENT, ts_shift);
+                add_u64(rec, ORDER_ID, base);
+                add_u64(rec, TS_RECV, ts_shift);
+                let seq: &mut [u8; 4] = (&mut rec[SEQUENCE..SEQUENCE + 4])
+                    .try_into()
+                    .expect("4 bytes");
+                *seq = u32::from_le_bytes(*seq)
+                    .wrapping_add(base as u32)
+                    .to_le_bytes();
+            }
+        }
+        i = base + to as u64;
+    }
 }
 
 /// The bytes of one record as the `dbn` crate lays it out (no ts_out).
@@ -232,6 +293,8 @@ pub struct Behavior {
     disconnect_after_bytes: Option<u64>,
     cut_mid_record_after: Option<u64>,
     skip_on_resume: usize,
+    cut_after_records: Option<u64>,
+    long_line: Option<(LongLineAt, usize)>,
 }
 
 impl Default for Behavior {
@@ -253,6 +316,8 @@ impl Behavior {
             disconnect_after_bytes: None,
             cut_mid_record_after: None,
             skip_on_resume: 0,
+            cut_after_records: None,
+            long_line: None,
         }
     }
 
@@ -320,6 +385,21 @@ impl Behavior {
         self.skip_on_resume = n;
         self
     }
+
+    /// Sends `k` whole timeline records (flushed), then closes without finishing the
+    /// stream: with zstd the connection ends inside a zstd frame at a record boundary;
+    /// without compression this is a clean close after record `k`.
+    pub fn cut_after_records(mut self, k: u64) -> Self {
+        self.cut_after_records = Some(k);
+        self
+    }
+
+    /// Sends `bytes` bytes of `x` without a newline in place of the line at `at`, then
+    /// waits for the client to close (bytes written: [`ConnectionLog::long_line_written`]).
+    pub fn long_line(mut self, at: LongLineAt, bytes: usize) -> Self {
+        self.long_line = Some((at, bytes));
+        self
+    }
 }
 
 /// The script of a [`MockGateway`]: gateway-wide settings, the record timeline and the
@@ -341,6 +421,8 @@ pub struct Script {
     stamp: Option<StampField>,
     keep_records: bool,
     stay_open: bool,
+    bulk: bool,
+    raw_stream: Option<Arc<[u8]>>,
     default: Behavior,
     per_connection: HashMap<usize, Behavior>,
 }
@@ -380,6 +462,8 @@ impl Script {
             stamp: None,
             keep_records: false,
             stay_open: false,
+            bulk: false,
+            raw_stream: None,
             default: Behavior::new(),
             per_connection: HashMap::new(),
         }
@@ -494,6 +578,24 @@ impl Script {
         self
     }
 
+    /// Builds the records of [`Script::generated_records`] in blocks of about
+    /// [`Behavior::write_chunk`] bytes from a pre-encoded template
+    /// ([`append_generated_records`]) instead of one by one: the same bytes, cheap
+    /// enough for GiB runs. Records that need per-record work (ts_out, stamps, pacing,
+    /// ties) are still built one by one, and blocks stop at scripted stalls and cuts.
+    pub fn bulk_writes(mut self) -> Self {
+        self.bulk = true;
+        self
+    }
+
+    /// After `start_session`, sends `bytes` verbatim in place of the DBN stream (they
+    /// must already be in the compression the client asked for), in writes of
+    /// [`Behavior::write_chunk`] bytes, then closes. No record is counted as sent.
+    pub fn raw_stream(mut self, bytes: impl Into<Arc<[u8]>>) -> Self {
+        self.raw_stream = Some(bytes.into());
+        self
+    }
+
     /// The behaviour of every connection not named by [`Script::on_connection`].
     pub fn behavior(mut self, behavior: Behavior) -> Self {
         self.default = behavior;
@@ -554,8 +656,8 @@ pub enum ConnectionEnd {
     /// The client broke the protocol before the stream started (see
     /// [`ConnectionLog::violations`]); the gateway closed.
     Violation,
-    /// The gateway closed as scripted ([`Behavior::disconnect_after_bytes`] or
-    /// [`Behavior::cut_mid_record_after`]).
+    /// The gateway closed as scripted ([`Behavior::disconnect_after_bytes`],
+    /// [`Behavior::cut_mid_record_after`] or [`Behavior::cut_after_records`]).
     Cut,
     /// The gateway sent the whole timeline and closed (finishing the zstd stream).
     Finished,
@@ -596,6 +698,10 @@ pub struct ConnectionLog {
     pub records: Vec<Vec<u8>>,
     /// How it ended; `None` while open.
     pub end: Option<ConnectionEnd>,
+    /// Bytes of a [`Behavior::long_line`] written before the client went away.
+    pub long_line_written: u64,
+    /// The challenge sent in the `cram=` line.
+    pub challenge: String,
 }
 
 /// Shared state of the server and its connection threads.
@@ -604,7 +710,8 @@ struct Shared {
     stop: AtomicBool,
     logs: Mutex<Vec<ConnectionLog>>,
     changed: Condvar,
-    sockets: Mutex<Vec<TcpStream>>,
+    /// Clones of the open connections' sockets by accept index, shut down on drop.
+    sockets: Mutex<HashMap<usize, TcpStream>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Timeline index of the first record no connection delivered yet ("now").
     cursor: AtomicUsize,
@@ -657,7 +764,7 @@ impl MockGateway {
             stop: AtomicBool::new(false),
             logs: Mutex::new(Vec::new()),
             changed: Condvar::new(),
-            sockets: Mutex::new(Vec::new()),
+            sockets: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             cursor: AtomicUsize::new(0),
         });
@@ -733,7 +840,7 @@ impl Drop for MockGateway {
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
-        for socket in lock(&self.shared.sockets).drain(..) {
+        for (_, socket) in lock(&self.shared.sockets).drain() {
             let _ = socket.shutdown(Shutdown::Both);
         }
         let threads: Vec<_> = lock(&self.shared.threads).drain(..).collect();
@@ -766,13 +873,16 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         };
         shared.changed.notify_all();
         if let Ok(clone) = stream.try_clone() {
-            lock(&shared.sockets).push(clone);
+            lock(&shared.sockets).insert(index, clone);
         }
         let conn_shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name(format!("mock-gateway-conn-{index}"))
             .spawn(move || {
                 let mut end = serve(&conn_shared, index, stream);
+                // Long runs accept thousands of connections: keep no descriptor of
+                // an ended one.
+                lock(&conn_shared.sockets).remove(&index);
                 if conn_shared.stopped()
                     && matches!(end, ConnectionEnd::ClientClosed | ConnectionEnd::Error(_))
                 {
@@ -1004,6 +1114,7 @@ fn serve(shared: &Arc<Shared>, index: usize, stream: TcpStream) -> ConnectionEnd
         buf: Vec::new(),
     };
     let challenge = format!("mock{index}{}", fastrand::u64(..));
+    shared.update(index, |log| log.challenge.clone_from(&challenge));
     let io_end = |e: io::Error| {
         if is_disconnect(&e) {
             ConnectionEnd::ClientClosed
@@ -1011,6 +1122,10 @@ fn serve(shared: &Arc<Shared>, index: usize, stream: TcpStream) -> ConnectionEnd
             ConnectionEnd::Error(e.to_string())
         }
     };
+
+    if let Some((LongLineAt::Greeting, bytes)) = behavior.long_line {
+        return send_long_line(shared, index, &mut out, &mut reader, bytes);
+    }
 
     // 1-2. Greeting and challenge.
     let cram = format!("cram={challenge}");
@@ -1056,6 +1171,9 @@ fn serve(shared: &Arc<Shared>, index: usize, stream: TcpStream) -> ConnectionEnd
             log.violations.push("auth line without client".to_owned());
         }
     });
+    if let Some((LongLineAt::AuthReply, bytes)) = behavior.long_line {
+        return send_long_line(shared, index, &mut out, &mut reader, bytes);
+    }
     let checked = match (checked, &behavior.reject_auth) {
         (Ok(_), Some(msg)) => Err(msg.clone()),
         (checked, _) => checked,
@@ -1236,8 +1354,9 @@ struct Writer<'a> {
     budget: Option<u64>,
     zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
     plain: Vec<u8>,
-    /// (timeline index, start, end in `plain`) of timeline records not yet written.
-    pending: Vec<(usize, usize, usize)>,
+    /// (timeline index of the first, record count, start, end in `plain`) of runs of
+    /// equally long timeline records not yet written.
+    pending: Vec<(usize, usize, usize, usize)>,
     hasher: Sha256,
     ts_out: bool,
     last_write: Instant,
@@ -1296,15 +1415,26 @@ impl Writer<'_> {
         let mut kept = Vec::new();
         let mut count = 0u64;
         let mut next_index = None;
-        for (i, s, e) in pending {
-            if e <= delivered {
-                self.hasher.update(&plain[s..e]);
-                if keep {
-                    kept.push(plain[s..e].to_vec());
-                }
-                count += 1;
-                next_index = Some(i + 1);
+        for (first, n, s, e) in pending {
+            // The records of a run have one length: count those delivered whole.
+            let len = (e - s) / n.max(1);
+            let whole = if e <= delivered {
+                n
+            } else if s < delivered && len > 0 {
+                (delivered - s) / len
+            } else {
+                0
+            };
+            if whole == 0 {
+                continue;
             }
+            let end = s + whole * len;
+            self.hasher.update(&plain[s..end]);
+            if keep {
+                kept.extend(plain[s..end].chunks(len).map(<[u8]>::to_vec));
+            }
+            count += whole as u64;
+            next_index = Some(first + whole);
         }
         if let Some(next) = next_index {
             self.shared.cursor.fetch_max(next, Ordering::SeqCst);
@@ -1411,6 +1541,67 @@ fn ack_for(fields: &BTreeMap<String, String>) -> Option<SystemMsg> {
     SystemMsg::new(now_ns(), Some(SystemCode::SubscriptionAck), &msg).ok()
 }
 
+/// Bytes of one generated record on the wire without ts_out.
+const BULK_RECORD_LEN: usize = std::mem::size_of::<MboMsg>();
+
+/// Sends a [`Script::raw_stream`] in writes of `write_chunk` bytes.
+fn stream_raw(
+    w: &mut Writer<'_>,
+    behavior: &Behavior,
+    raw: &[u8],
+    gone: &AtomicBool,
+) -> ConnectionEnd {
+    for piece in raw.chunks(behavior.write_chunk) {
+        if w.shared.stopped() {
+            return ConnectionEnd::Stopped;
+        }
+        if gone.load(Ordering::SeqCst) {
+            return ConnectionEnd::ClientClosed;
+        }
+        let (written, result) = w.write_wire(piece);
+        w.shared
+            .update(w.index, |log| log.dbn_bytes_written += written as u64);
+        if let Err(stop) = result {
+            return stop_end(stop);
+        }
+    }
+    ConnectionEnd::Finished
+}
+
+/// Writes a [`Behavior::long_line`] of `bytes` bytes, then waits for the client to
+/// close.
+fn send_long_line(
+    shared: &Shared,
+    index: usize,
+    out: &mut TcpStream,
+    reader: &mut LineReader,
+    bytes: usize,
+) -> ConnectionEnd {
+    let piece = [b'x'; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        if shared.stopped() {
+            return ConnectionEnd::Stopped;
+        }
+        let n = left.min(piece.len());
+        if let Err(e) = out.write_all(&piece[..n]) {
+            return if is_disconnect(&e) {
+                ConnectionEnd::ClientClosed
+            } else {
+                ConnectionEnd::Error(e.to_string())
+            };
+        }
+        left -= n;
+        shared.update(index, |log| log.long_line_written += n as u64);
+    }
+    // The whole line is out: the client has to give up on its own.
+    loop {
+        if let Err(e) = reader.read_line() {
+            return line_end(e);
+        }
+    }
+}
+
 /// Sends metadata, acks, mappings and the timeline as scripted.
 fn stream_records(
     w: &mut Writer<'_>,
@@ -1422,6 +1613,15 @@ fn stream_records(
     let shared = w.shared;
     let script = &shared.script;
     let timeline = &script.timeline;
+    if let Some(raw) = &script.raw_stream {
+        return stream_raw(w, behavior, raw, gone);
+    }
+    // Generated records in blocks, when nothing needs them one by one.
+    let bulk = script.bulk
+        && matches!(timeline, Timeline::Generated { run: 1, .. })
+        && !w.ts_out
+        && script.stamp.is_none()
+        && script.pace.is_none();
 
     // Where this connection starts in the timeline.
     let replay_from = subs
@@ -1510,6 +1710,13 @@ fn stream_records(
             }
             return stall(shared, gone);
         }
+        if behavior.cut_after_records == Some(sent) {
+            // Flushed, not finished: a zstd frame stays open.
+            return match w.flush(false) {
+                Ok(()) => ConnectionEnd::Cut,
+                Err(stop) => stop_end(stop),
+            };
+        }
         if next >= timeline.len() {
             if script.replay_completed && replay_from.is_some() && !replay_done_sent {
                 replay_done_sent = true;
@@ -1544,6 +1751,30 @@ fn stream_records(
             continue;
         }
 
+        if bulk {
+            let room = behavior.write_chunk.saturating_sub(w.plain.len()) / BULK_RECORD_LEN;
+            let mut n = room.max(1).min(timeline.len() - next);
+            let scripted = [
+                behavior.stall_after_records,
+                behavior.cut_mid_record_after,
+                behavior.cut_after_records,
+            ];
+            for at in scripted.into_iter().flatten().filter(|&at| at >= sent) {
+                n = n.min(usize::try_from(at - sent).unwrap_or(usize::MAX));
+            }
+            if n > 0 {
+                let s = w.plain.len();
+                append_generated_records(next as u64, n, &mut w.plain);
+                w.pending.push((next, n, s, w.plain.len()));
+                next += n;
+                sent += n as u64;
+                let due = w.plain.len() >= behavior.write_chunk;
+                if let Err(stop) = w.flush_when(due) {
+                    return stop_end(stop);
+                }
+                continue;
+            }
+        }
         scratch.clear();
         timeline.append(next, &mut scratch);
         if let Some(field) = script.stamp {
@@ -1558,7 +1789,7 @@ fn stream_records(
             };
         }
         let (s, e) = w.push(&scratch);
-        w.pending.push((next, s, e));
+        w.pending.push((next, 1, s, e));
         next += 1;
         sent += 1;
 

@@ -140,6 +140,8 @@ pub struct Failure {
     pub kind: String,
     /// The error's `Display`, with its sources joined by `": "`.
     pub message: String,
+    /// The error's `Debug` (`{:?}`), for checks that no secret appears in it.
+    pub debug: String,
 }
 
 impl Failure {
@@ -158,6 +160,7 @@ impl Failure {
         Self {
             kind: kind.to_string(),
             message,
+            debug: format!("{err:?}"),
         }
     }
 }

@@ -499,6 +499,12 @@ impl HistoricalSession {
                 match self.http.finish(clean) {
                     Ok(Some(_)) => self.on_end(),
                     Ok(None) => {}
+                    // A response cut off where a TLS record was cut off: name the
+                    // layer where the connection ended.
+                    Err(err @ Error::Truncated { .. }) => {
+                        let cut = self.tls.unfinished_record().unwrap_or(err);
+                        self.on_truncated(cut);
+                    }
                     Err(err) => self.on_truncated(err),
                 }
                 true

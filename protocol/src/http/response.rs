@@ -318,8 +318,9 @@ impl ClientCodec {
     ///
     /// [`Error::Truncated`] with [`TruncatedPart::HttpHead`] when the input ended
     /// before or inside a response head (`have` head bytes), or
-    /// [`TruncatedPart::HttpBody`] inside a Content-Length body (`need` is its length),
-    /// a chunked body, or a close-delimited body without `clean_close`; `offset` is
+    /// [`TruncatedPart::HttpBody`] inside a Content-Length body (`need` is its length)
+    /// or a close-delimited body without `clean_close`, or
+    /// [`TruncatedPart::HttpChunkedBody`] inside a chunked body; `offset` is
     /// where the head or body started and `have` counts its bytes received (body bytes
     /// without chunk framing). A sticky error is returned again.
     #[must_use = "an error here is a truncated response"]
@@ -348,7 +349,13 @@ impl ClientCodec {
                 Some(*total),
             )),
             State::Body(Body::UntilClose) if clean_close => Ok(Some(ResponseEvent::End)),
-            State::Body(Body::Chunked(_) | Body::UntilClose) => Err(truncated(
+            State::Body(Body::Chunked(_)) => Err(truncated(
+                TruncatedPart::HttpChunkedBody,
+                self.body_offset,
+                self.body_have,
+                None,
+            )),
+            State::Body(Body::UntilClose) => Err(truncated(
                 TruncatedPart::HttpBody,
                 self.body_offset,
                 self.body_have,
