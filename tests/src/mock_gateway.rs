@@ -803,6 +803,22 @@ impl MockGateway {
         })
     }
 
+    /// The logs once at least `n` connections ended.
+    ///
+    /// # Panics
+    /// When fewer than `n` connections ended within `timeout` (a test helper).
+    pub fn ended_connections(&self, n: usize, timeout: Duration) -> Vec<ConnectionLog> {
+        assert!(
+            self.wait_ended(n, timeout),
+            "the gateway saw {} connections end, expected {n}",
+            self.connections()
+                .iter()
+                .filter(|c| c.end.is_some())
+                .count()
+        );
+        self.connections()
+    }
+
     /// Waits until `pred` holds for the logs; false on timeout.
     pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[ConnectionLog]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;

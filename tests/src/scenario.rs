@@ -165,6 +165,41 @@ impl Failure {
     }
 }
 
+/// Instantiates scenario functions generic over a driver (`fn name<D: ...>()`) as
+/// `#[test]`s in two modules, `mio` and `tokio`, so every scenario runs against both
+/// drivers with the same assertions.
+#[macro_export]
+macro_rules! for_each_driver {
+    ($($name:ident),* $(,)?) => {
+        mod mio {
+            $(#[test] fn $name() { super::$name::<$crate::drivers::Mio>() })*
+        }
+        mod tokio {
+            $(#[test] fn $name() { super::$name::<$crate::drivers::Tokio>() })*
+        }
+    };
+}
+
+/// Checks that a run failed with `kind` and a message holding every text of `says`,
+/// and returns the failure.
+///
+/// # Panics
+/// When the run succeeded, failed otherwise, or the message lacks one of `says`.
+pub fn assert_failed<D: Driver>(failure: Option<&Failure>, kind: &str, says: &[&str]) -> Failure {
+    let failure = failure
+        .unwrap_or_else(|| panic!("{}: expected a {kind} failure, the run succeeded", D::NAME));
+    assert_eq!(failure.kind, kind, "{}: {failure:?}", D::NAME);
+    for text in says {
+        assert!(
+            failure.message.contains(text),
+            "{}: {kind} message {:?} does not say {text:?}",
+            D::NAME,
+            failure.message
+        );
+    }
+    failure.clone()
+}
+
 /// Records a consumer received: count, an order-sensitive digest, and optionally
 /// the bytes.
 #[derive(Debug, Clone, Default)]

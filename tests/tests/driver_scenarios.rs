@@ -1,5 +1,5 @@
 //! One scenario list, run against both drivers with the same assertions: every
-//! scenario is a function generic over [`Driver`], and `scenarios!` instantiates
+//! scenario is a function generic over [`Driver`], and `for_each_driver!` instantiates
 //! each for `dbn-pipe-mio` and `dbn-pipe-tokio`.
 //!
 //! The live gateway and the historical server are the repo's loopback mocks
@@ -14,29 +14,17 @@ use std::time::Duration;
 use dbn::{SType, Schema};
 use dbn_pipe_protocol::historical::GetRangeParams;
 use dbn_pipe_protocol::live::{AutoReconnect, LiveCompression, ReconnectPolicy, Subscription};
-use dbn_pipe_tests::drivers::{Mio, Tokio};
 use dbn_pipe_tests::mock_gateway::{Behavior, ConnectionLog, MockGateway, Script};
 use dbn_pipe_tests::mock_historical::{self, CutKind, Fault, Framing, MockHistorical, Reply};
 use dbn_pipe_tests::scenario::{
-    Driver, Gate, KEY, LiveOutcome, LiveRun, RangeRun, RecordLog, oracle,
+    Driver, Gate, KEY, LiveOutcome, LiveRun, RangeRun, RecordLog, assert_failed, oracle,
 };
 
 const DATASET: &str = "GLBX.MDP3";
 /// Size of a generated MBO record on the wire.
 const MBO_LEN: u64 = 56;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod mio {
-            $(#[test] fn $name() { super::$name::<super::Mio>() })*
-        }
-        mod tokio {
-            $(#[test] fn $name() { super::$name::<super::Tokio>() })*
-        }
-    };
-}
-
-scenarios!(
+dbn_pipe_tests::for_each_driver!(
     live_plain_delivers_every_record_in_order,
     live_zstd_in_small_writes_delivers_every_record,
     rejected_key_is_an_auth_error,
@@ -77,12 +65,7 @@ fn run_for(gw: &MockGateway) -> LiveRun {
 
 /// The gateway's logs once `n` connections ended.
 fn logs(gw: &MockGateway, n: usize) -> Vec<ConnectionLog> {
-    assert!(
-        gw.wait_ended(n, Duration::from_secs(20)),
-        "the gateway saw {} connections end, expected {n}",
-        gw.connections().iter().filter(|c| c.end.is_some()).count()
-    );
-    gw.connections()
+    gw.ended_connections(n, Duration::from_secs(20))
 }
 
 /// The records a connection delivered, as a log.
@@ -103,25 +86,6 @@ fn assert_clean<D: Driver>(out: &LiveOutcome) {
         D::NAME,
         out.failure
     );
-}
-
-fn assert_failed<D: Driver>(
-    out: &Option<dbn_pipe_tests::scenario::Failure>,
-    kind: &str,
-    says: &[&str],
-) {
-    let failure = out
-        .as_ref()
-        .unwrap_or_else(|| panic!("{}: expected a {kind} failure, the run succeeded", D::NAME));
-    assert_eq!(failure.kind, kind, "{}: {failure:?}", D::NAME);
-    for text in says {
-        assert!(
-            failure.message.contains(text),
-            "{}: {kind} message {:?} does not say {text:?}",
-            D::NAME,
-            failure.message
-        );
-    }
 }
 
 fn field<'a>(conn: &'a ConnectionLog, name: &str) -> Option<&'a str> {
@@ -219,7 +183,7 @@ fn rejected_key_is_an_auth_error<D: Driver>() {
             .behavior(Behavior::new().reject_auth("API key deactivated")),
     );
     let out = D::live(&run_for(&gw));
-    assert_failed::<D>(&out.failure, "auth", &["API key deactivated"]);
+    assert_failed::<D>(out.failure.as_ref(), "auth", &["API key deactivated"]);
     assert_eq!(out.records.count(), 0);
     let logs = logs(&gw, 1);
     assert!(!logs[0].start_session, "nothing is sent after a rejection");
@@ -284,7 +248,7 @@ fn heartbeat_interval_sets_the_timeout<D: Driver>() {
     let mut run = run_for(&gw);
     run.heartbeat_interval_s = Some(5);
     let out = D::live(&run);
-    assert_failed::<D>(&out.failure, "timeout", &["heartbeat", "10s"]);
+    assert_failed::<D>(out.failure.as_ref(), "timeout", &["heartbeat", "10s"]);
     assert_eq!(out.records.count(), 20);
     let logs = gw.connections();
     assert_eq!(field(&logs[0], "heartbeat_interval_s"), Some("5"));
@@ -300,7 +264,7 @@ fn stall_after_records_times_out_after_delivering_them<D: Driver>() {
     let mut run = run_for(&gw);
     run.silence_timeout = Some(Duration::from_millis(300));
     let out = D::live(&run);
-    assert_failed::<D>(&out.failure, "timeout", &["heartbeat"]);
+    assert_failed::<D>(out.failure.as_ref(), "timeout", &["heartbeat"]);
     assert_eq!(
         out.records.count(),
         700,
@@ -320,7 +284,7 @@ fn stall_after_auth_times_out<D: Driver>() {
     let mut run = run_for(&gw);
     run.silence_timeout = Some(Duration::from_millis(300));
     let out = D::live(&run);
-    assert_failed::<D>(&out.failure, "timeout", &[]);
+    assert_failed::<D>(out.failure.as_ref(), "timeout", &[]);
     assert_eq!(out.records.count(), 0);
     assert!(out.metadata.is_empty());
 }
@@ -332,7 +296,7 @@ fn auth_timeout_when_the_gateway_never_speaks<D: Driver>() {
     let mut run = LiveRun::new(addr.to_string(), DATASET, mbo(&["ESH1"]));
     run.auth_timeout = Some(Duration::from_millis(300));
     let out = D::live(&run);
-    assert_failed::<D>(&out.failure, "timeout", &["auth"]);
+    assert_failed::<D>(out.failure.as_ref(), "timeout", &["auth"]);
     drop(listener);
 }
 
@@ -347,7 +311,7 @@ fn disconnect_mid_record_is_truncation_after_every_record<D: Driver>() {
         let mut run = run_for(&gw);
         run.compression = compression;
         let out = D::live(&run);
-        assert_failed::<D>(&out.failure, "truncated", &[]);
+        assert_failed::<D>(out.failure.as_ref(), "truncated", &[]);
         assert_eq!(out.records.count(), 321, "{} {compression:?}", D::NAME);
         let logs = logs(&gw, 1);
         assert_eq!(out.records, sent(&[&logs[0]]));
@@ -361,7 +325,7 @@ fn connect_refused_is_a_connect_error<D: Driver>() {
     };
     let run = LiveRun::new(format!("127.0.0.1:{port}"), DATASET, mbo(&["ESH1"]));
     let out = D::live(&run);
-    assert_failed::<D>(&out.failure, "connect", &[&port.to_string()]);
+    assert_failed::<D>(out.failure.as_ref(), "connect", &[&port.to_string()]);
 }
 
 fn reconnect_config(policy: ReconnectPolicy) -> AutoReconnect {
@@ -589,7 +553,7 @@ fn range_error_statuses_carry_message_and_request_id<D: Driver>() {
     for (reply, says) in cases {
         let server = historical(reply);
         let out = D::range(&range_run(&server));
-        assert_failed::<D>(&out.failure, "http status", &says);
+        assert_failed::<D>(out.failure.as_ref(), "http status", &says);
         assert_eq!(out.records.count(), 0);
     }
     // A wrong key: the server answers 401.
@@ -599,7 +563,7 @@ fn range_error_statuses_carry_message_and_request_id<D: Driver>() {
         .start()
         .unwrap();
     let out = D::range(&range_run(&server));
-    assert_failed::<D>(&out.failure, "http status", &["401"]);
+    assert_failed::<D>(out.failure.as_ref(), "http status", &["401"]);
 }
 
 fn range_of_a_million_records_equals_the_oracle<D: Driver>() {
@@ -636,7 +600,7 @@ fn range_cut_mid_body_is_truncation_after_the_records<D: Driver>() {
                 }),
         );
         let out = D::range(&range_run(&server));
-        assert_failed::<D>(&out.failure, "truncated", &[]);
+        assert_failed::<D>(out.failure.as_ref(), "truncated", &[]);
         let got = out.records.records().unwrap();
         assert!(
             !got.is_empty() && got.len() < all.len(),

@@ -1,5 +1,5 @@
 //! Fault injection and resource bounds, run against both drivers with the same
-//! assertions (every scenario is generic over [`Driver`]; `scenarios!` instantiates
+//! assertions (every scenario is generic over [`Driver`]; `for_each_driver!` instantiates
 //! it for `dbn-pipe-mio` and `dbn-pipe-tokio`):
 //!
 //! - truncation (a peer reset inside a record, a zstd frame, an HTTP chunk, a TLS
@@ -37,6 +37,7 @@ use dbn_pipe_tests::mock_gateway::{
 use dbn_pipe_tests::mock_historical::{self, CutKind, Fault, Framing, MockHistorical, Reply};
 use dbn_pipe_tests::scenario::{
     Driver, Failure, Gate, KEY, LiveOutcome, LiveRun, RangeOutcome, RangeRun, RecordLog,
+    assert_failed,
 };
 use serde_json::{Value, json};
 
@@ -77,18 +78,7 @@ const OVERSIZED: usize = 64 << 20;
 const CYCLES: u64 = 10_000;
 const WARM_UP: u64 = 200;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod mio {
-            $(#[test] fn $name() { super::$name::<super::Mio>() })*
-        }
-        mod tokio {
-            $(#[test] fn $name() { super::$name::<super::Tokio>() })*
-        }
-    };
-}
-
-scenarios!(
+dbn_pipe_tests::for_each_driver!(
     reset_mid_record_is_truncation_naming_the_record,
     reset_mid_zstd_frame_is_truncation_naming_the_frame,
     reset_mid_chunk_is_truncation_naming_the_chunked_body,
@@ -116,12 +106,7 @@ fn run_for(addr: &str) -> LiveRun {
 
 /// The gateway's logs once `n` connections ended.
 fn logs(gw: &MockGateway, n: usize) -> Vec<ConnectionLog> {
-    assert!(
-        gw.wait_ended(n, Duration::from_secs(60)),
-        "the gateway saw {} connections end, expected {n}",
-        gw.connections().iter().filter(|c| c.end.is_some()).count()
-    );
-    gw.connections()
+    gw.ended_connections(n, Duration::from_secs(60))
 }
 
 fn sent(log: &ConnectionLog) -> RecordLog {
@@ -130,23 +115,6 @@ fn sent(log: &ConnectionLog) -> RecordLog {
         sent.push(record);
     }
     sent
-}
-
-/// The failure of a run, checked for its kind and the words its message must hold.
-fn assert_failed<D: Driver>(failure: Option<&Failure>, kind: &str, says: &[&str]) -> Failure {
-    let failure = failure
-        .unwrap_or_else(|| panic!("{}: expected a {kind} failure, the run succeeded", D::NAME));
-    assert_eq!(failure.kind, kind, "{}: {failure:?}", D::NAME);
-    for text in says {
-        assert!(
-            failure.message.contains(text),
-            "{}: {kind} message {:?} does not say {text:?}",
-            D::NAME,
-            failure.message
-        );
-    }
-    println!("{}: {} failure: {}", D::NAME, failure.kind, failure.message);
-    failure.clone()
 }
 
 fn range_run(server: &MockHistorical) -> RangeRun {

@@ -15,7 +15,6 @@ use dbn_pipe_protocol::historical::GetRangeParams;
 use dbn_pipe_protocol::live::{
     ApiKey, AutoReconnect, LiveCompression, ReconnectPolicy, Subscription,
 };
-use dbn_pipe_tests::drivers::{Mio, Tokio};
 use dbn_pipe_tests::generate;
 use dbn_pipe_tests::mock_gateway::{Behavior, ConnectionLog, MockGateway, Script};
 use dbn_pipe_tests::mock_historical::{self, MockHistorical, Reply};
@@ -27,18 +26,7 @@ use tracing::{Event, Metadata, Subscriber};
 
 const DATASET: &str = "GLBX.MDP3";
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod mio {
-            $(#[test] fn $name() { super::$name::<super::Mio>() })*
-        }
-        mod tokio {
-            $(#[test] fn $name() { super::$name::<super::Tokio>() })*
-        }
-    };
-}
-
-scenarios!(no_secret_in_logs_or_errors);
+dbn_pipe_tests::for_each_driver!(no_secret_in_logs_or_errors);
 
 // ---------------------------------------------------------------------------------
 // The capturing subscriber
@@ -148,11 +136,7 @@ fn run_for(gw: &MockGateway) -> LiveRun {
 }
 
 fn ended(gw: &MockGateway, n: usize) -> Vec<ConnectionLog> {
-    assert!(
-        gw.wait_ended(n, Duration::from_secs(20)),
-        "{n} connections did not end"
-    );
-    gw.connections()
+    gw.ended_connections(n, Duration::from_secs(20))
 }
 
 fn range_run(server: &MockHistorical) -> RangeRun {
