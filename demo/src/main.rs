@@ -8,7 +8,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
 use dbn::Schema;
 use dbn_pipe_protocol::historical::GetRangeParams;
 use dbn_pipe_protocol::live::{ApiKey, LiveCompression, Subscription};
@@ -19,26 +18,70 @@ use dbn_pipe_tests::mock_historical::{self, MockHistorical, Reply};
 use dbn_pipe_tokio::{HistoricalClient, HistoricalOptions, LiveClient, LiveOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Stream generated market data from a local gateway and a local historical server
-/// through the dbn-pipe tokio driver.
-#[derive(Debug, Parser)]
-#[command(version, about)]
+const USAGE: &str = "\
+Stream generated market data from a local gateway and a local HTTPS historical
+server through the dbn-pipe tokio driver.
+
+Usage: dbn-pipe-demo [--records N] [--compression none|zstd] [--historical-records N]
+
+  --records N               live MBO records the gateway replays (default 2000000)
+  --compression none|zstd   live stream compression (default zstd)
+  --historical-records N    records of the historical download, 0 skips it (default 1000000)
+  -h, --help                this text
+";
+
+/// The demo's flags.
+#[derive(Debug)]
 struct Args {
     /// Live MBO records the gateway replays.
-    #[arg(long, default_value_t = 2_000_000)]
     records: u64,
-    /// Live stream compression: none or zstd.
-    #[arg(long, default_value = "zstd")]
+    /// Live stream compression: `none` or `zstd`.
     compression: String,
     /// Records of the historical download (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
     historical_records: u64,
+}
+
+impl Args {
+    /// Parses the command line; `Ok(None)` after printing the help.
+    ///
+    /// The demo keeps to three flags and `lexopt` (a small, dependency-free parser):
+    /// the main job builds cold in under two minutes, and a derive-based parser
+    /// would add about a tenth to that build.
+    fn parse() -> Result<Option<Self>, lexopt::Error> {
+        use lexopt::prelude::*;
+        let mut args = Self {
+            records: 2_000_000,
+            compression: "zstd".to_owned(),
+            historical_records: 1_000_000,
+        };
+        let mut parser = lexopt::Parser::from_env();
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("records") => args.records = parser.value()?.parse()?,
+                Long("compression") => args.compression = parser.value()?.string()?,
+                Long("historical-records") => args.historical_records = parser.value()?.parse()?,
+                Short('h') | Long("help") => {
+                    print!("{USAGE}");
+                    return Ok(None);
+                }
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        Ok(Some(args))
+    }
 }
 
 type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::parse() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dbn-pipe-demo: {err}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

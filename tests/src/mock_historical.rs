@@ -1,8 +1,8 @@
 //! A scripted mock of Databento's Historical HTTPS API, for loopback tests.
 //!
 //! The server is written independently of `dbn-pipe-protocol`: blocking `std::net`
-//! sockets, `rustls` for TLS (a self-signed `rcgen` certificate for `localhost` and
-//! `127.0.0.1`, see [`root_pem`]), HTTP/1.1 parsed by hand with `httparse`, one thread
+//! sockets, `rustls` for TLS (a committed self-signed test certificate for `localhost`
+//! and `127.0.0.1`, see [`root_pem`]), HTTP/1.1 parsed by hand with `httparse`, one thread
 //! per connection, keep-alive across requests.
 //!
 //! What the server answers is scripted with [`Reply`] values:
@@ -49,7 +49,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::generate::{mbo_stream, zstd_frames};
@@ -85,26 +86,31 @@ struct Identity {
     config: Arc<ServerConfig>,
 }
 
-/// The process-wide certificate and TLS configuration (generated once).
+/// The self-signed test certificate every mock server presents (`localhost` and
+/// `127.0.0.1`, valid from 1975 to 4096), and its private key: test data made with
+/// `rcgen::generate_simple_self_signed`, committed so that the demo builds without a
+/// certificate generator (`regenerate_the_test_certificate` in this module's tests
+/// writes a new pair).
+const CERT_PEM: &str = include_str!("../certs/localhost.cert.pem");
+const KEY_PEM: &str = include_str!("../certs/localhost.key.pem");
+
+/// The process-wide certificate and TLS configuration (parsed once).
 fn identity() -> &'static Identity {
     static IDENTITY: OnceLock<Identity> = OnceLock::new();
     IDENTITY.get_or_init(|| {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let certified =
-            rcgen::generate_simple_self_signed(names).expect("rcgen makes a self-signed cert");
-        let der = certified.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            certified.signing_key.serialize_der(),
-        ));
+        let der = CertificateDer::from_pem_slice(CERT_PEM.as_bytes())
+            .expect("the committed test certificate is PEM");
+        let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes())
+            .expect("the committed test key is PEM");
         let config =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .expect("the ring provider supports the default TLS versions")
                 .with_no_client_auth()
                 .with_single_cert(vec![der.clone()], key)
-                .expect("rcgen's certificate and key match");
+                .expect("the committed certificate and key match");
         Identity {
-            pem: certified.cert.pem(),
+            pem: CERT_PEM.to_owned(),
             der,
             config: Arc::new(config),
         }
@@ -1169,4 +1175,30 @@ fn stall(tls: &mut Tls) -> End {
     let mut sink = [0u8; 4096];
     while matches!(tls.sock.read(&mut sink), Ok(n) if n > 0) {}
     End::Abrupt
+}
+
+#[cfg(test)]
+mod tests {
+    /// Writes a new test certificate and key over the committed ones (run by hand:
+    /// `cargo test -p dbn-pipe-tests --lib -- --ignored regenerate`).
+    #[test]
+    #[ignore = "rewrites tests/certs; run by hand to replace the test certificate"]
+    fn regenerate_the_test_certificate() {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("rcgen");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        std::fs::write(dir.join("localhost.cert.pem"), certified.cert.pem()).expect("write");
+        std::fs::write(
+            dir.join("localhost.key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .expect("write");
+    }
+
+    #[test]
+    fn the_committed_certificate_and_key_make_a_server_config() {
+        let identity = super::identity();
+        assert!(identity.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(super::root_der(), identity.der.to_vec());
+    }
 }
