@@ -259,40 +259,43 @@ fn has_decompression_error(a: &[Seen], b: &[Seen]) -> bool {
 }
 
 /// Whether two event sequences are equal but for what a zstd corruption error makes
-/// split-dependent: the kind and offset of an error when either is `Decompression`,
-/// and the records right before such an error (one a prefix of the other, possibly
-/// none).
+/// split-dependent. Both are cut at their errors into segments; the sequences must
+/// have as many errors, and each pair of segments must be equal, except that before
+/// an error where either side's is `Decompression`, the events (metadata and single
+/// records) of one segment may be a prefix of the other's and the error kinds differ.
 fn agree_up_to_corruption(a: &[Seen], b: &[Seen]) -> bool {
-    let (mut a, mut b) = (a, b);
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return true,
-            (Some(Seen::Error(ka, _)), Some(Seen::Error(kb, _))) => {
-                if ka != kb && *ka != ErrorKind::Decompression && *kb != ErrorKind::Decompression {
-                    return false;
-                }
-                (a, b) = (&a[1..], &b[1..]);
+    let (a, b) = (segments(a), segments(b));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|((ea, ra), (eb, rb))| {
+            let corrupt = [ea, eb]
+                .iter()
+                .any(|e| matches!(e, Some(Seen::Error(ErrorKind::Decompression, _))));
+            if !corrupt {
+                return ea == eb && ra == rb;
             }
-            (Some(Seen::Records(ra)), Some(Seen::Records(rb))) if ra != rb => {
-                let n = ra.len().min(rb.len());
-                let before_error = |rest: &[Seen]| matches!(rest.get(1), Some(Seen::Error(..)));
-                if ra[..n] != rb[..n] || !before_error(a) || !before_error(b) {
-                    return false;
-                }
-                (a, b) = (&a[1..], &b[1..]);
-            }
-            // No records at all on one side before the error.
-            (Some(Seen::Records(_)), Some(Seen::Error(..))) if before_error_at(a) => a = &a[1..],
-            (Some(Seen::Error(..)), Some(Seen::Records(_))) if before_error_at(b) => b = &b[1..],
-            (Some(x), Some(y)) if x == y => (a, b) = (&a[1..], &b[1..]),
-            _ => return false,
-        }
-    }
+            let n = ra.len().min(rb.len());
+            matches!((ea, eb), (Some(Seen::Error(..)), Some(Seen::Error(..)))) && ra[..n] == rb[..n]
+        })
 }
 
-/// Whether `rest` starts with records directly followed by an error.
-fn before_error_at(rest: &[Seen]) -> bool {
-    matches!(rest, [Seen::Records(_), Seen::Error(..), ..])
+/// The events cut at each error: (the error, or `None` for the tail after the last
+/// one; the events before it, with record batches split into single records).
+fn segments(seen: &[Seen]) -> Vec<(Option<Seen>, Vec<Seen>)> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for item in seen {
+        match item {
+            Seen::Error(..) => out.push((Some(item.clone()), std::mem::take(&mut current))),
+            Seen::Records(records) => current.extend(
+                records
+                    .iter()
+                    .map(|record| Seen::Records(vec![record.clone()])),
+            ),
+            other => current.push(other.clone()),
+        }
+    }
+    out.push((None, current));
+    out
 }
 
 /// The events with record batches merged into one record sequence per run of

@@ -140,6 +140,7 @@ pub mod live;
 mod stream;
 pub mod tls;
 mod zstd;
+mod zstd_blocks;
 
 pub use crate::dbn::{
     DbnDecoder, Decoded, DecoderConfig, FragmentFormat, RecordBatch, UpgradePolicy,

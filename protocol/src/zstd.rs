@@ -2,6 +2,7 @@
 
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
+use crate::zstd_blocks::BlockWalker;
 use crate::{Error, TruncatedPart};
 
 /// The magic number that starts every zstd frame.
@@ -39,6 +40,8 @@ pub struct ZstdDecoder {
     header_len: usize,
     /// Decompressed bytes the current frame produced so far.
     frame_produced: u64,
+    /// The current frame's block structure, followed in the compressed bytes.
+    blocks: BlockWalker,
     /// The last call filled the output: zstd may hold more decompressed bytes.
     output_pending: bool,
     /// An error met after the call that found it had already produced or consumed
@@ -88,6 +91,7 @@ impl ZstdDecoder {
             header: [0; FRAME_HEADER_MAX],
             header_len: 0,
             frame_produced: 0,
+            blocks: BlockWalker::default(),
             output_pending: false,
             failed: None,
         })
@@ -129,6 +133,17 @@ impl ZstdDecoder {
                 self.header[self.header_len..self.header_len + copy]
                     .copy_from_slice(&taken[..copy]);
                 self.header_len += copy;
+                // What libzstd lets through depending on the cut, the walker refuses
+                // for every cut.
+                if let Err(why) = self.blocks.advance(taken) {
+                    // This call took input: it returns its progress, the next the error.
+                    self.failed = Some(Error::Decompression {
+                        offset: self.frame_start,
+                        reason: format!("corrupt frame: {why}"),
+                    });
+                    self.output_pending = true;
+                    break;
+                }
             }
             self.frame_produced += (outb.pos() - before.1) as u64;
             if hint == 0 {
@@ -147,6 +162,7 @@ impl ZstdDecoder {
                 self.frame_start = self.consumed + inb.pos() as u64;
                 self.header_len = 0;
                 self.frame_produced = 0;
+                self.blocks.reset();
             }
             let full = outb.pos() == outb.capacity();
             let stalled = (inb.pos(), outb.pos()) == before;
