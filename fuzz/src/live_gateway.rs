@@ -265,17 +265,46 @@ fn has_decompression_error(a: &[Seen], b: &[Seen]) -> bool {
 /// records) of one segment may be a prefix of the other's and the error kinds differ.
 fn agree_up_to_corruption(a: &[Seen], b: &[Seen]) -> bool {
     let (a, b) = (segments(a), segments(b));
-    a.len() == b.len()
-        && a.iter().zip(&b).all(|((ea, ra), (eb, rb))| {
-            let corrupt = [ea, eb]
-                .iter()
-                .any(|e| matches!(e, Some(Seen::Error(ErrorKind::Decompression, _))));
-            if !corrupt {
-                return ea == eb && ra == rb;
+    if a.len() != b.len() {
+        return false;
+    }
+    // After a corruption that one cut reached with more records than the other, the
+    // reconnect's gap start (the last record delivered) differs with them.
+    let mut diverged = false;
+    for ((ea, ra), (eb, rb)) in a.iter().zip(&b) {
+        let (ra, rb) = if diverged {
+            (without_gap_starts(ra), without_gap_starts(rb))
+        } else {
+            (ra.clone(), rb.clone())
+        };
+        let corrupt = [ea, eb]
+            .iter()
+            .any(|e| matches!(e, Some(Seen::Error(ErrorKind::Decompression, _))));
+        if !corrupt {
+            if ea != eb || ra != rb {
+                return false;
             }
-            let n = ra.len().min(rb.len());
-            matches!((ea, eb), (Some(Seen::Error(..)), Some(Seen::Error(..)))) && ra[..n] == rb[..n]
+            continue;
+        }
+        let n = ra.len().min(rb.len());
+        let both_failed = matches!((ea, eb), (Some(Seen::Error(..)), Some(Seen::Error(..))));
+        if !both_failed || ra[..n] != rb[..n] {
+            return false;
+        }
+        diverged |= ra.len() != rb.len();
+    }
+    true
+}
+
+/// The events with every reconnect's gap start cleared.
+fn without_gap_starts(events: &[Seen]) -> Vec<Seen> {
+    events
+        .iter()
+        .map(|e| match e {
+            Seen::Reconnected(policy, _) => Seen::Reconnected(*policy, None),
+            other => other.clone(),
         })
+        .collect()
 }
 
 /// The events cut at each error: (the error, or `None` for the tail after the last
