@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dbn::{Metadata, RecordRef};
+use dbn_pipe_protocol::RecordBatch;
 use dbn_pipe_protocol::historical::{
     BaseUrl, GetRangeParams, HistoricalConfig, HistoricalEvent, HistoricalSession, JsonRequest,
     JsonResponse,
@@ -218,8 +219,9 @@ enum Owned {
 /// events ([`handle_event`](Self::handle_event)) and deadlines
 /// ([`handle_timeout`](Self::handle_timeout), [`poll_timeout`](Self::poll_timeout)),
 /// then pull with [`next_record`](Self::next_record) or
-/// [`next_event`](Self::next_event) until `Ok(None)`. Pulling does the socket I/O and
-/// resumes reading by itself after backpressure.
+/// [`next_event`](Self::next_event) until `Ok(None)` (or whole batches with
+/// [`next_batch`](Self::next_batch), then `next_event`). Pulling does the socket I/O
+/// and resumes reading by itself after backpressure.
 #[derive(Debug)]
 pub struct HistoricalConnection {
     registry: Registry,
@@ -234,6 +236,9 @@ pub struct HistoricalConnection {
     failure: Option<Error>,
     request: Option<Request>,
     read_deadline: Option<Instant>,
+    /// An item [`next_batch`](Self::next_batch) took from the session, for the next
+    /// pull: nothing is lost or reordered between the two APIs.
+    held: Option<Owned>,
 }
 
 impl HistoricalConnection {
@@ -265,6 +270,7 @@ impl HistoricalConnection {
             failure: None,
             request: None,
             read_deadline: None,
+            held: None,
         })
     }
 
@@ -408,9 +414,97 @@ impl HistoricalConnection {
         self.next_item(true)
     }
 
+    /// The next batch of records of the get_range in flight, borrowed from the
+    /// session: every record decoded so far, in order, without copying. Records not
+    /// taken from the batch stay buffered when it is dropped and come first from the
+    /// next pull, whichever API it uses. A batch yields at least one record.
+    ///
+    /// `Ok(None)` when the next thing is not a record batch: nothing is buffered yet
+    /// (wait for the next readiness event or deadline), or another item waits (a
+    /// warning, the metadata, progress, [`HistoricalItem::Done`]). Call
+    /// [`next_event`](Self::next_event) then: it returns that item, or `Ok(None)` to
+    /// wait, so nothing is lost or reordered between the two calls. After
+    /// [`get_range_to_file`](Self::get_range_to_file) there are no batches (the records
+    /// are only counted).
+    ///
+    /// Compiled, not run (it needs the real server and a key):
+    ///
+    /// ```no_run
+    /// use std::time::Instant;
+    /// use dbn::Schema;
+    /// use dbn_pipe_mio::{HistoricalConnection, HistoricalItem, HistoricalOptions};
+    /// use dbn_pipe_protocol::historical::GetRangeParams;
+    /// use dbn_pipe_protocol::live::ApiKey;
+    /// use mio::{Events, Poll, Token};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key = ApiKey::new(std::env::var("DATABENTO_API_KEY")?)?;
+    /// let mut poll = Poll::new()?;
+    /// let mut events = Events::with_capacity(16);
+    /// let options = HistoricalOptions::new(key);
+    /// let mut hist = HistoricalConnection::connect(poll.registry(), Token(7), options, Instant::now())?;
+    /// let params = GetRangeParams::new("GLBX.MDP3", Schema::Trades, ["ESM4"], 1_704_067_200_000_000_000u64)
+    ///     .limit(1_000);
+    /// hist.get_range(&params)?;
+    /// let mut records = 0;
+    /// loop {
+    ///     while let Some(batch) = hist.next_batch()? {
+    ///         records += batch.count(); // each a borrowed dbn::RecordRef
+    ///     }
+    ///     match hist.next_event()? {
+    ///         Some(HistoricalItem::Done { .. }) => break,
+    ///         Some(HistoricalItem::Record(_)) => records += 1,
+    ///         Some(_) => {} // warnings, metadata
+    ///         None => {
+    ///             let timeout =
+    ///                 hist.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
+    ///             poll.poll(&mut events, timeout)?;
+    ///             let now = Instant::now();
+    ///             for event in &events {
+    ///                 hist.handle_event(event, now);
+    ///             }
+    ///             hist.handle_timeout(now);
+    ///         }
+    ///     }
+    /// }
+    /// println!("{records} records");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`next_record`](Self::next_record).
+    #[must_use = "records and errors must be handled"]
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch<'_>>, Error> {
+        if self.held.is_some() {
+            return Ok(None);
+        }
+        loop {
+            match self.step()? {
+                Step::Again => {}
+                Step::Batch => break,
+                Step::Idle => return Ok(None),
+                Step::Item(owned) => {
+                    self.held = Some(owned);
+                    return Ok(None);
+                }
+            }
+        }
+        // `step` saw a batch and left it in the session; nothing ran since, so this
+        // poll hands the same records out.
+        match self.session.poll_event()? {
+            Some(HistoricalEvent::Records(batch)) => Ok(Some(batch)),
+            _ => Ok(None),
+        }
+    }
+
     fn next_item(&mut self, all: bool) -> Result<Option<HistoricalItem<'_>>, Error> {
         let step = loop {
-            match self.step()? {
+            let step = match self.held.take() {
+                Some(owned) => Step::Item(owned),
+                None => self.step()?,
+            };
+            match step {
                 Step::Again => {}
                 Step::Item(Owned::Done(_) | Owned::Json(_)) if !all => return Ok(None),
                 Step::Item(_) if !all => {}
@@ -577,6 +671,9 @@ impl HistoricalConnection {
                 "a request is in flight: wait for its end (no pipelining)".to_owned(),
             ));
         }
+        // The end (`Done`, `Json`) of the last request, left by `next_batch`: a new
+        // request supersedes it.
+        self.held = None;
         // A server that closed the idle keep-alive connection: notice it before
         // sending (its close was an edge nobody pulled).
         let mut closed = false;

@@ -91,6 +91,18 @@
 //! authentication, gateway notices with their classification, and reconnect
 //! notifications.
 //!
+//! ## Batches
+//!
+//! For the highest throughput, [`LiveConnection::next_batch`] hands out every record
+//! the session has decoded up to the next gateway notice as one borrowed
+//! [`LiveBatch`](dbn_pipe_protocol::live::LiveBatch) (an iterator of records: one
+//! session poll and one clock read per batch, not per record). It returns `Ok(None)`
+//! when the next thing is not a batch; [`LiveConnection::next_event`] then returns
+//! that item (metadata, a notice, a reconnect, the end) or `Ok(None)` to wait, so the
+//! loop is: batches until `Ok(None)`, one `next_event`, again (see the example on
+//! `next_batch`). Records not taken from a batch stay buffered for the next pull.
+//! [`HistoricalConnection::next_batch`] does the same for a get_range.
+//!
 //! ## The built-in loop
 //!
 //! ```

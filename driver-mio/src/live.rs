@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use dbn::{Metadata, RecordBuf, RecordRef, rtype};
 use dbn_pipe_protocol::UpgradePolicy;
 use dbn_pipe_protocol::live::{
-    ApiKey, AutoReconnect, Backoff, Closed, GatewayNotice, LiveCompression, LiveConfig, LiveEvent,
-    LiveSession, ReconnectPolicy, SlowReaderBehavior, Subscription, gateway_address,
+    ApiKey, AutoReconnect, Backoff, Closed, GatewayNotice, LiveBatch, LiveCompression, LiveConfig,
+    LiveEvent, LiveSession, ReconnectPolicy, SlowReaderBehavior, Subscription, gateway_address,
     is_reconnectable,
 };
 use mio::event::Event;
@@ -294,7 +294,9 @@ enum Link {
 ///   [`poll_timeout`](Self::poll_timeout) passes call
 ///   [`handle_timeout`](Self::handle_timeout) (calling it early is harmless).
 /// - Then pull with [`next_record`](Self::next_record) (or
-///   [`next_event`](Self::next_event)) until it returns `Ok(None)`. Pulling does the
+///   [`next_event`](Self::next_event)) until it returns `Ok(None)`; for throughput,
+///   take whole batches with [`next_batch`](Self::next_batch) and the rest with
+///   `next_event` (the loop is in its documentation). Pulling does the
 ///   socket I/O: it reads only while the session takes bytes and resumes reading by
 ///   itself after you pulled the records that held it back, so no readiness edge is
 ///   ever lost however long you keep the records waiting. `Ok(None)` means "wait for
@@ -320,6 +322,10 @@ pub struct LiveConnection {
     /// A transport error to report once the session drained.
     failure: Option<Error>,
     stash: Option<RecordBuf>,
+    /// What [`next_batch`](Self::next_batch) took from the session that is not a
+    /// record batch (an item, or a stashed record), for the next pull: nothing is
+    /// lost or reordered between the two APIs.
+    held: Option<Step>,
     /// After a gap-filling reconnect, until the first market-data record.
     replay_guard: bool,
     metadata: Option<Box<Metadata>>,
@@ -362,6 +368,7 @@ impl LiveConnection {
             last_error: None,
             failure: None,
             stash: None,
+            held: None,
             replay_guard: false,
             metadata: None,
             finished: false,
@@ -494,9 +501,138 @@ impl LiveConnection {
         self.next_item(true)
     }
 
+    /// The next batch of records, borrowed from the session: the market-data records
+    /// and symbol mappings buffered in the session, up to the next gateway notice, in
+    /// stream order, without copying. Records not taken from the batch stay buffered
+    /// when it is dropped and come first from the next pull, whichever API it uses.
+    ///
+    /// `Ok(None)` when the next thing is not a record batch: nothing is buffered yet
+    /// (wait for the next readiness event or deadline), or an item other than market
+    /// data waits (metadata, authentication, a gateway notice, a disconnect or
+    /// reconnect notification, [`LiveItem::End`]). Call
+    /// [`next_event`](Self::next_event) then: it returns that item (or `Ok(None)` when
+    /// there is nothing, [`is_finished`](Self::is_finished) telling the end), so
+    /// nothing is lost or reordered between the two calls.
+    ///
+    /// Does the socket I/O and resumes reading after backpressure as
+    /// [`next_record`](Self::next_record) does; the clock is read once per socket
+    /// read, never per record. A batch yields at least one record, except right after
+    /// a gap-filling reconnect ([`ReconnectPolicy::GapFill`]), where the replayed
+    /// records the application already has are dropped as the batch is iterated and
+    /// a batch may hold only those.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use dbn::Schema;
+    /// use dbn_pipe_mio::{LiveConnection, LiveItem, LiveOptions};
+    /// use dbn_pipe_protocol::live::{ApiKey, Subscription};
+    /// use mio::{Events, Poll, Token};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::io::{BufRead, BufReader, Write};
+    /// # let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// # let gateway_addr = listener.local_addr()?.to_string();
+    /// # std::thread::spawn(move || -> std::io::Result<()> {
+    /// #     let script = dbn_pipe_protocol::doc_support::scripted_gateway();
+    /// #     let (stream, _) = listener.accept()?;
+    /// #     let mut out = stream.try_clone()?;
+    /// #     let mut lines = BufReader::new(stream).lines();
+    /// #     let mut wait_for = |prefix: &str| loop {
+    /// #         match lines.next() {
+    /// #             Some(line) => {
+    /// #                 if line?.starts_with(prefix) {
+    /// #                     return Ok(());
+    /// #                 }
+    /// #             }
+    /// #             None => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+    /// #         }
+    /// #     };
+    /// #     out.write_all(&script[0])?;
+    /// #     out.write_all(&script[1])?;
+    /// #     wait_for("auth=")?;
+    /// #     out.write_all(&script[2])?;
+    /// #     wait_for("start_session")?;
+    /// #     for chunk in &script[3..] {
+    /// #         out.write_all(chunk)?;
+    /// #     }
+    /// #     Ok(())
+    /// # });
+    /// let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE")?;
+    /// let options = LiveOptions::new(key, "GLBX.MDP3").addr(gateway_addr);
+    /// let mut poll = Poll::new()?;
+    /// let mut events = Events::with_capacity(64);
+    /// let now = Instant::now();
+    /// let mut live = LiveConnection::connect(poll.registry(), Token(1), options, now)?;
+    /// live.subscribe(Subscription::new(Schema::Mbo, ["ESH1"]))?;
+    /// live.start(now)?;
+    /// let (mut records, mut metadata) = (0, 0);
+    /// loop {
+    ///     // Whole batches while records flow...
+    ///     while let Some(batch) = live.next_batch()? {
+    ///         for record in batch {
+    ///             records += 1; // borrowed, no copy
+    ///             let _ = record.header().ts_event;
+    ///         }
+    ///     }
+    ///     // ...then whatever else comes, one item at a time.
+    ///     match live.next_event()? {
+    ///         Some(LiveItem::Metadata(_)) => metadata += 1,
+    ///         Some(LiveItem::Record(_)) => records += 1, // records may come here too
+    ///         Some(_) => {} // authentication, gateway notices, reconnects, End
+    ///         None => {
+    ///             if live.is_finished() {
+    ///                 break; // the stream ended cleanly (an error came out of `?`)
+    ///             }
+    ///             let timeout =
+    ///                 live.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
+    ///             poll.poll(&mut events, timeout)?;
+    ///             let now = Instant::now();
+    ///             for event in &events {
+    ///                 live.handle_event(event, now);
+    ///             }
+    ///             live.handle_timeout(now);
+    ///         }
+    ///     }
+    /// }
+    /// assert_eq!((records, metadata), (2, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`next_record`](Self::next_record): the failure that ended the connection,
+    /// after every record before it, once.
+    #[must_use = "records and errors must be handled"]
+    pub fn next_batch(&mut self) -> Result<Option<LiveBatch<'_>>, Error> {
+        if self.held.is_some() {
+            return Ok(None);
+        }
+        loop {
+            match self.step(true)? {
+                Step::Again => {}
+                Step::Batch => break,
+                Step::Idle => return Ok(None),
+                held @ (Step::Item(_) | Step::Stashed { .. }) => {
+                    self.held = Some(held);
+                    return Ok(None);
+                }
+            }
+        }
+        // `step` saw a batch and left it in the session; nothing ran since, so this
+        // poll hands the same records out.
+        match self.session.poll_event()? {
+            Some(LiveEvent::Records(batch)) => Ok(Some(batch)),
+            _ => Ok(None),
+        }
+    }
+
     fn next_item(&mut self, all: bool) -> Result<Option<LiveItem<'_>>, Error> {
         let step = loop {
-            match self.step()? {
+            let step = match self.held.take() {
+                Some(held) => held,
+                None => self.step(false)?,
+            };
+            match step {
                 Step::Again => {}
                 Step::Item(Owned::End) => {
                     if all {
@@ -529,17 +665,18 @@ impl LiveConnection {
         })
     }
 
-    /// Polls the session once and handles whatever borrows nothing.
-    fn step(&mut self) -> Result<Step, Error> {
+    /// Polls the session once and handles whatever borrows nothing. `batches`: a
+    /// record batch is left in the session even during the replay check (the caller
+    /// hands out the whole batch, which drops the duplicates itself).
+    fn step(&mut self, batches: bool) -> Result<Step, Error> {
         if self.finished {
             return Ok(Step::Idle);
         }
-        let now = Instant::now();
         // The session's event is turned into owned values inside this block, so its
         // borrow of the session ends before any other method runs.
         let polled = match self.session.poll_event() {
             Ok(Some(LiveEvent::Records(mut batch))) => {
-                if !self.replay_guard {
+                if batches || !self.replay_guard {
                     return Ok(Step::Batch);
                 }
                 // Replayed duplicates are dropped as the batch is iterated: take the
@@ -574,11 +711,12 @@ impl LiveConnection {
             Ok(None) => Polled::Nothing,
             Err(err) => Polled::Failed(err),
         };
+        // The clock is read only here, off the record path.
         let event = match polled {
             Polled::Item(event) => event,
-            Polled::Closed(closed) => return self.on_closed(closed, now),
-            Polled::Nothing => return self.pump(now),
-            Polled::Failed(err) => return self.on_error(Error::Session(err), now),
+            Polled::Closed(closed) => return self.on_closed(closed, Instant::now()),
+            Polled::Nothing => return self.pump(Instant::now()),
+            Polled::Failed(err) => return self.on_error(Error::Session(err), Instant::now()),
         };
         match &event {
             Owned::Authenticated(session_id) => {

@@ -88,6 +88,91 @@
 //! # }
 //! ```
 //!
+//! ## Batches
+//!
+//! For the highest throughput, [`LiveClient::next_batch`] waits for the next batch of
+//! records and hands all of them out at once as a borrowed
+//! [`LiveBatch`](dbn_pipe_protocol::live::LiveBatch), an iterator of records (one
+//! session poll per batch, not per record). Records not taken from a batch stay
+//! buffered for the next call. When the next thing is not records (a gateway notice,
+//! a reconnect, a new connection's metadata, the end) it returns `Ok(None)` and
+//! [`LiveClient::next_event`] returns that event without waiting (`Ok(None)` for the
+//! end). Both are cancel-safe, so the loop sits in `tokio::select!`:
+//!
+//! ```
+//! use std::time::Duration;
+//! use dbn::Schema;
+//! use dbn_pipe_tokio::dbn_pipe_protocol::live::{ApiKey, Subscription};
+//! use dbn_pipe_tokio::{Event, LiveClient, LiveOptions};
+//!
+//! # fn gateway() -> std::io::Result<String> {
+//! #     use std::io::{BufRead, BufReader, Write};
+//! #     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! #     let addr = listener.local_addr()?.to_string();
+//! #     std::thread::spawn(move || -> std::io::Result<()> {
+//! #         let (mut socket, _) = listener.accept()?;
+//! #         let mut lines = BufReader::new(socket.try_clone()?);
+//! #         let chunks = dbn_pipe_protocol::doc_support::scripted_gateway();
+//! #         socket.write_all(&chunks[0])?;
+//! #         socket.write_all(&chunks[1])?;
+//! #         let mut line = String::new();
+//! #         lines.read_line(&mut line)?;
+//! #         socket.write_all(&chunks[2])?;
+//! #         while !line.starts_with("start_session") {
+//! #             line.clear();
+//! #             if lines.read_line(&mut line)? == 0 {
+//! #                 return Ok(());
+//! #             }
+//! #         }
+//! #         for chunk in &chunks[3..] {
+//! #             socket.write_all(chunk)?;
+//! #         }
+//! #         Ok(())
+//! #     });
+//! #     Ok(addr)
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let gateway_addr = gateway()?;
+//! let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE")?;
+//! let options = LiveOptions::new(key, "GLBX.MDP3").addr(gateway_addr);
+//! let mut client = LiveClient::connect(options).await?;
+//! client.subscribe(Subscription::new(Schema::Mbo, ["ESH1"])).await?;
+//! client.start().await?;
+//! let shutdown = tokio::time::sleep(Duration::from_secs(60));
+//! tokio::pin!(shutdown);
+//! let mut records = 0;
+//! loop {
+//!     tokio::select! {
+//!         batch = client.next_batch() => {
+//!             if let Some(batch) = batch? {
+//!                 for record in batch {
+//!                     records += 1; // borrowed, no copy
+//!                     let _ = record.header().ts_event;
+//!                 }
+//!                 continue;
+//!             }
+//!             // Not records: the event waits, `next_event` returns it at once.
+//!             match client.next_event().await? {
+//!                 Some(Event::Gateway { notice, .. }) => println!("{notice:?}"),
+//!                 Some(Event::Record(_)) => records += 1, // records may come here too
+//!                 Some(_) => {}                             // reconnects, later metadata
+//!                 None => break,                            // the stream ended cleanly
+//!             }
+//!         }
+//!         () = &mut shutdown => {
+//!             client.close().await?;
+//!             break;
+//!         }
+//!     }
+//! }
+//! assert_eq!(records, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`RangeStream::next_batch`] does the same for a historical download.
+//!
 //! ## Historical
 //!
 //! ```no_run

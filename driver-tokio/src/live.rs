@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use dbn::{Metadata, RecordBuf, RecordRef, rtype};
 use dbn_pipe_protocol::UpgradePolicy;
 use dbn_pipe_protocol::live::{
-    ApiKey, AutoReconnect, Backoff, GatewayNotice, LiveCompression, LiveConfig, LiveEvent,
-    LiveSession, ReconnectPolicy, SlowReaderBehavior, Subscription, gateway_address,
+    ApiKey, AutoReconnect, Backoff, GatewayNotice, LiveBatch, LiveCompression, LiveConfig,
+    LiveEvent, LiveSession, ReconnectPolicy, SlowReaderBehavior, Subscription, gateway_address,
     is_reconnectable,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -256,10 +256,11 @@ enum Finished {
 ///
 /// # Cancel safety
 ///
-/// [`next_record`](Self::next_record) and [`next_event`](Self::next_event) are
-/// cancel-safe: bytes read are stored in the client before any await can be
-/// cancelled, partly written requests resume where they stopped, and a record is only
-/// taken from the session in the same poll that returns it. Use them in
+/// [`next_record`](Self::next_record), [`next_event`](Self::next_event) and
+/// [`next_batch`](Self::next_batch) are cancel-safe: bytes read are stored in the
+/// client before any await can be cancelled, partly written requests resume where
+/// they stopped, and a record (or batch) is only taken from the session in the same
+/// poll that returns it. Use them in
 /// `tokio::select!` in a loop without losing or repeating bytes or records. A
 /// cancelled reconnect resumes its wait (or repeats its connect attempt) on the next
 /// call. [`subscribe`](Self::subscribe) and [`start`](Self::start) are cancel-safe in
@@ -293,6 +294,9 @@ pub struct LiveClient {
     /// taken (and copied) before returning, as replayed duplicates may be dropped.
     replay_copy: bool,
     held: Option<RecordBuf>,
+    /// What [`next_batch`](Self::next_batch) found that is not a record batch, for
+    /// the next pull (its record, if any, is in `held`).
+    waiting: Option<Step>,
     finished: Option<Finished>,
 }
 
@@ -346,11 +350,12 @@ impl LiveClient {
             start_returned: false,
             replay_copy: false,
             held: None,
+            waiting: None,
             finished: None,
         };
         loop {
             // Nothing but `Authenticated` (handled inside) comes before `start`.
-            let _ = client.poll_step()?;
+            let _ = client.poll_step(false)?;
             if client.session.is_authenticated() && !client.session.wants_transmit() {
                 return Ok(client);
             }
@@ -392,7 +397,7 @@ impl LiveClient {
             .into());
         }
         loop {
-            match self.step().await? {
+            match self.next_step().await? {
                 Step::Metadata(metadata) => {
                     self.start_returned = true;
                     return Ok(*metadata);
@@ -422,7 +427,7 @@ impl LiveClient {
     /// last error once the attempts run out.
     pub async fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
         loop {
-            match self.step().await? {
+            match self.next_step().await? {
                 Step::Batch => break,
                 Step::Held | Step::Gateway => {
                     return Ok(self.held.as_ref().map(RecordBuf::as_rec_ref));
@@ -443,7 +448,7 @@ impl LiveClient {
     /// # Errors
     /// As [`next_record`](Self::next_record).
     pub async fn next_event(&mut self) -> Result<Option<Event<'_>>, Error> {
-        let step = self.step().await?;
+        let step = self.next_step().await?;
         Ok(Some(match step {
             Step::Batch => Event::Record(self.take_batch_record()?),
             Step::Held => match &self.held {
@@ -468,6 +473,109 @@ impl LiveClient {
         }))
     }
 
+    /// The next batch of records, borrowed from the session's buffer: every
+    /// market-data record and symbol mapping decoded up to the next gateway notice, in
+    /// stream order, without copying. Waits until records, another event or the end
+    /// arrive. Records not taken from the batch stay buffered when it is dropped and
+    /// come first from the next call, whichever method it is.
+    ///
+    /// `Ok(None)` when the next thing is not a record batch: a gateway notice, a
+    /// reconnect, a new connection's metadata, or the clean end of the stream. Call
+    /// [`next_event`](Self::next_event) then: it returns that event (`Ok(None)` for
+    /// the end) without waiting, so nothing is lost or reordered between the two
+    /// calls. The loop is in the [crate documentation](crate#batches).
+    ///
+    /// Cancel-safe: a batch only exists once returned, and a cancelled call leaves
+    /// every byte and record in the client. A batch yields at least one record,
+    /// except right after a gap-filling reconnect ([`ReconnectPolicy::GapFill`]),
+    /// where replayed records already delivered are dropped as the batch is iterated
+    /// and a batch may hold only those.
+    ///
+    /// ```
+    /// use dbn::Schema;
+    /// use dbn_pipe_tokio::dbn_pipe_protocol::live::{ApiKey, Subscription};
+    /// use dbn_pipe_tokio::{Event, LiveClient, LiveOptions};
+    ///
+    /// # fn gateway() -> std::io::Result<String> {
+    /// #     use std::io::{BufRead, BufReader, Write};
+    /// #     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// #     let addr = listener.local_addr()?.to_string();
+    /// #     std::thread::spawn(move || -> std::io::Result<()> {
+    /// #         let (mut socket, _) = listener.accept()?;
+    /// #         let mut lines = BufReader::new(socket.try_clone()?);
+    /// #         let chunks = dbn_pipe_protocol::doc_support::scripted_gateway();
+    /// #         socket.write_all(&chunks[0])?;
+    /// #         socket.write_all(&chunks[1])?;
+    /// #         let mut line = String::new();
+    /// #         lines.read_line(&mut line)?;
+    /// #         socket.write_all(&chunks[2])?;
+    /// #         while !line.starts_with("start_session") {
+    /// #             line.clear();
+    /// #             if lines.read_line(&mut line)? == 0 {
+    /// #                 return Ok(());
+    /// #             }
+    /// #         }
+    /// #         for chunk in &chunks[3..] {
+    /// #             socket.write_all(chunk)?;
+    /// #         }
+    /// #         Ok(())
+    /// #     });
+    /// #     Ok(addr)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let gateway_addr = gateway()?;
+    /// let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE")?;
+    /// let options = LiveOptions::new(key, "GLBX.MDP3").addr(gateway_addr);
+    /// let mut client = LiveClient::connect(options).await?;
+    /// client.subscribe(Subscription::new(Schema::Mbo, ["ESH1"])).await?;
+    /// client.start().await?;
+    /// let mut records = 0;
+    /// loop {
+    ///     if let Some(batch) = client.next_batch().await? {
+    ///         for record in batch {
+    ///             records += 1; // borrowed, no copy
+    ///             let _ = record.header().ts_event;
+    ///         }
+    ///         continue;
+    ///     }
+    ///     match client.next_event().await? {
+    ///         Some(Event::Gateway { notice, .. }) => println!("{notice:?}"),
+    ///         Some(Event::Record(_)) => records += 1, // records may come here too
+    ///         Some(_) => {}                             // reconnects, later metadata
+    ///         None => break,                            // the stream ended cleanly
+    ///     }
+    /// }
+    /// assert_eq!(records, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`next_record`](Self::next_record): the error that ended the connection,
+    /// after every record before it.
+    pub async fn next_batch(&mut self) -> Result<Option<LiveBatch<'_>>, Error> {
+        if self.waiting.is_some() {
+            return Ok(None);
+        }
+        match self.step(true).await? {
+            Step::Batch => {}
+            step => {
+                // Kept for `next_event`: nothing awaits between here and the return,
+                // so a cancellation cannot lose it.
+                self.waiting = Some(step);
+                return Ok(None);
+            }
+        }
+        // `step` saw a batch and left it in the session; nothing ran since, so this
+        // poll hands the same records out.
+        match self.session.poll_event() {
+            Ok(Some(LiveEvent::Records(batch))) => Ok(Some(batch)),
+            Ok(_) => Err(Error::internal("a record batch vanished")),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Shuts the connection down cleanly (TCP FIN) and ends the client: later calls
     /// to [`next_record`](Self::next_record) return `Ok(None)`.
     ///
@@ -476,6 +584,7 @@ impl LiveClient {
     pub async fn close(&mut self) -> Result<(), Error> {
         self.finished = Some(Finished::Clean);
         self.reconnect_at = None;
+        self.waiting = None;
         self.out.clear();
         match self.socket.take() {
             Some(mut socket) => socket.shutdown().await.map_err(Error::io),
@@ -518,9 +627,18 @@ impl LiveClient {
         }
     }
 
+    /// The step [`next_batch`](Self::next_batch) kept, else the next one.
+    async fn next_step(&mut self) -> Result<Step, Error> {
+        match self.waiting.take() {
+            Some(step) => Ok(step),
+            None => self.step(false).await,
+        }
+    }
+
     /// Drives the connection until the session has something for the application.
-    /// Cancel-safe: every await leaves the state resumable.
-    async fn step(&mut self) -> Result<Step, Error> {
+    /// Cancel-safe: every await leaves the state resumable. `batches`: a record batch
+    /// is left in the session even during the replay check (see `poll_step`).
+    async fn step(&mut self, batches: bool) -> Result<Step, Error> {
         loop {
             match &self.finished {
                 None => {}
@@ -536,7 +654,7 @@ impl LiveClient {
                 self.reconnect().await?;
                 continue;
             }
-            if let Some(step) = self.poll_step()? {
+            if let Some(step) = self.poll_step(batches)? {
                 return Ok(step);
             }
             if self.reconnect_at.is_none() {
@@ -576,8 +694,10 @@ impl LiveClient {
     }
 
     /// Drains the session's events until one is for the application (`Some`), it
-    /// needs I/O (`None`), or a reconnect was scheduled (`None`).
-    fn poll_step(&mut self) -> Result<Option<Step>, Error> {
+    /// needs I/O (`None`), or a reconnect was scheduled (`None`). `batches`: the
+    /// caller hands out whole batches, which drop replayed duplicates themselves, so
+    /// no record is copied during the replay check.
+    fn poll_step(&mut self, batches: bool) -> Result<Option<Step>, Error> {
         loop {
             let event = match self.session.poll_event() {
                 Ok(Some(event)) => event,
@@ -601,7 +721,7 @@ impl LiveClient {
                     return Ok(Some(Step::Metadata(metadata)));
                 }
                 LiveEvent::Records(mut batch) => {
-                    if !self.replay_copy {
+                    if batches || !self.replay_copy {
                         // Left in the session; `take_batch_record` hands it out.
                         return Ok(Some(Step::Batch));
                     }

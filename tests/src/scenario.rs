@@ -337,6 +337,72 @@ pub trait Driver {
     /// Two live sessions and one download at once (on one mio `Poll`, or one tokio
     /// runtime thread).
     fn concurrent(lives: [&LiveRun; 2], range: &RangeRun) -> ([LiveOutcome; 2], RangeOutcome);
+
+    /// Runs one live session as [`live`](Self::live) does, pulling with `pull`, and
+    /// also returns everything the consumer was handed, in order.
+    fn live_traced(run: &LiveRun, pull: Pull) -> (LiveOutcome, Vec<Seen>);
+
+    /// Downloads one range as [`range`](Self::range) does, pulling with `pull`.
+    fn range_pulled(run: &RangeRun, pull: Pull) -> RangeOutcome;
+}
+
+/// Which of a driver's pull APIs a consumer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    /// One item per call: `next_event` (live), `next_record` (a range).
+    Items,
+    /// Whole record batches (`next_batch`), and `next_event` for everything else
+    /// whenever `next_batch` returns `Ok(None)`.
+    Batches,
+    /// At most [`Pull::MIXED_TAKE`] records of each batch (the batch is dropped with
+    /// the rest in it), then one `next_event` (`next_record` for a tokio range), and
+    /// again: records left in a dropped batch must come next, from either API.
+    Mixed,
+}
+
+impl Pull {
+    /// Records a [`Pull::Mixed`] consumer takes from each batch.
+    pub const MIXED_TAKE: usize = 3;
+}
+
+/// One thing a live consumer was handed, in stream order (what two pull APIs must
+/// agree on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// The gateway accepted the key (drivers that report it).
+    Authenticated,
+    /// A connection's metadata (the fields that do not depend on the clock).
+    Metadata {
+        /// Its dataset.
+        dataset: String,
+        /// Its DBN version.
+        version: u8,
+        /// Whether records carry `ts_out`.
+        ts_out: bool,
+    },
+    /// A record other than a gateway notice (market data or a symbol mapping): its
+    /// bytes.
+    Record(Vec<u8>),
+    /// A gateway notice: its `code`.
+    Notice(Option<u8>),
+    /// The connection dropped and a reconnect is scheduled (drivers that report it):
+    /// the error kind's name, `None` for a clean end.
+    Disconnected(Option<String>),
+    /// A reconnect: the policy and the gap start.
+    Reconnected(ReconnectPolicy, Option<u64>),
+    /// The end of the stream (drivers that report it as an item).
+    End,
+}
+
+impl Seen {
+    /// A metadata entry.
+    pub fn metadata(metadata: &Metadata) -> Self {
+        Self::Metadata {
+            dataset: metadata.dataset.clone(),
+            version: metadata.version,
+            ts_out: metadata.ts_out,
+        }
+    }
 }
 
 /// What the `dbn` crate's own decoder (the oracle) makes of a `.dbn.zst` body:

@@ -24,16 +24,23 @@ pub(crate) enum Contender {
     Mio,
     /// `dbn_pipe_tokio`.
     Tokio,
+    /// `dbn_pipe_mio` pulling whole batches (`next_batch`, then `next_event`).
+    MioBatch,
+    /// `dbn_pipe_tokio` pulling whole batches (`next_batch`, then `next_event`).
+    TokioBatch,
     /// The official `databento` crate (feature `official`).
     Official,
 }
 
 impl Contender {
-    /// Parses a name from the command line: `mio`, `tokio`, `official`.
+    /// Parses a name from the command line: `mio`, `tokio`, `mio-batch`,
+    /// `tokio-batch`, `official`.
     pub(crate) fn parse(name: &str) -> io::Result<Self> {
         match name {
             "mio" => Ok(Self::Mio),
             "tokio" => Ok(Self::Tokio),
+            "mio-batch" => Ok(Self::MioBatch),
+            "tokio-batch" => Ok(Self::TokioBatch),
             "official" => Ok(Self::Official),
             other => Err(io::Error::other(format!("unknown contender {other:?}"))),
         }
@@ -41,7 +48,7 @@ impl Contender {
 
     /// Whether it needs a tokio runtime.
     pub(crate) fn needs_runtime(self) -> bool {
-        !matches!(self, Self::Mio)
+        !matches!(self, Self::Mio | Self::MioBatch)
     }
 }
 
@@ -84,7 +91,9 @@ pub(crate) fn live(
 ) -> io::Result<()> {
     match (contender, rt) {
         (Contender::Mio, _) => live_mio(target, f),
+        (Contender::MioBatch, _) => live_mio_batches(target, f),
         (Contender::Tokio, Some(rt)) => rt.block_on(live_tokio(target, f)),
+        (Contender::TokioBatch, Some(rt)) => rt.block_on(live_tokio_batches(target, f)),
         #[cfg(feature = "official")]
         (Contender::Official, Some(rt)) => rt.block_on(official::live(target, f)),
         #[cfg(not(feature = "official"))]
@@ -93,21 +102,80 @@ pub(crate) fn live(
     }
 }
 
-fn live_mio(target: &LiveTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io::Result<()> {
+/// A started `dbn_pipe_mio` live connection to `target`.
+fn connect_mio(poll: &Poll, target: &LiveTarget) -> io::Result<dbn_pipe_mio::LiveConnection> {
     use dbn_pipe_mio::{LiveConnection, LiveOptions};
     let key = ApiKey::new(TEST_KEY).map_err(other)?;
     let mut options = LiveOptions::new(key, DATASET).addr(format!("127.0.0.1:{}", target.port));
     if target.zstd {
         options = options.compression(LiveCompression::Zstd);
     }
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(64);
     let now = Instant::now();
     let mut live =
         LiveConnection::connect(poll.registry(), Token(0), options, now).map_err(other)?;
     live.subscribe(Subscription::new(Schema::Mbo, target.symbol.as_str()))
         .map_err(other)?;
     live.start(now).map_err(other)?;
+    Ok(live)
+}
+
+/// Waits for readiness or the next deadline and hands both to `live`.
+fn wait_mio(
+    poll: &mut Poll,
+    events: &mut Events,
+    live: &mut dbn_pipe_mio::LiveConnection,
+) -> io::Result<()> {
+    let timeout = live
+        .poll_timeout()
+        .map(|at| at.saturating_duration_since(Instant::now()));
+    poll.poll(events, timeout)?;
+    let now = Instant::now();
+    for event in events.iter() {
+        live.handle_event(event, now);
+    }
+    live.handle_timeout(now);
+    Ok(())
+}
+
+/// The documented batch loop: whole batches until `Ok(None)`, then one `next_event`
+/// (notices are records to `f`, as `next_record` hands them out).
+fn live_mio_batches(
+    target: &LiveTarget,
+    mut f: impl FnMut(RecordRef<'_>) -> Flow,
+) -> io::Result<()> {
+    use dbn_pipe_mio::LiveItem;
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(64);
+    let mut live = connect_mio(&poll, target)?;
+    loop {
+        while let Some(batch) = live.next_batch().map_err(other)? {
+            for record in batch {
+                if f(record).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        match live.next_event().map_err(other)? {
+            Some(LiveItem::Record(record) | LiveItem::Gateway { record, .. }) => {
+                if f(record).is_break() {
+                    return Ok(());
+                }
+            }
+            Some(_) => {}
+            None => {
+                if live.is_finished() {
+                    return Ok(());
+                }
+                wait_mio(&mut poll, &mut events, &mut live)?;
+            }
+        }
+    }
+}
+
+fn live_mio(target: &LiveTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(64);
+    let mut live = connect_mio(&poll, target)?;
     loop {
         while let Some(record) = live.next_record().map_err(other)? {
             if f(record).is_break() {
@@ -117,22 +185,12 @@ fn live_mio(target: &LiveTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io
         if live.is_finished() {
             return Ok(());
         }
-        let timeout = live
-            .poll_timeout()
-            .map(|at| at.saturating_duration_since(Instant::now()));
-        poll.poll(&mut events, timeout)?;
-        let now = Instant::now();
-        for event in &events {
-            live.handle_event(event, now);
-        }
-        live.handle_timeout(now);
+        wait_mio(&mut poll, &mut events, &mut live)?;
     }
 }
 
-async fn live_tokio(
-    target: &LiveTarget,
-    mut f: impl FnMut(RecordRef<'_>) -> Flow,
-) -> io::Result<()> {
+/// A started `dbn_pipe_tokio` live client on `target`.
+async fn connect_tokio(target: &LiveTarget) -> io::Result<dbn_pipe_tokio::LiveClient> {
     use dbn_pipe_tokio::LiveOptions;
     let key = ApiKey::new(TEST_KEY).map_err(other)?;
     let mut options = LiveOptions::new(key, DATASET).addr(format!("127.0.0.1:{}", target.port));
@@ -145,6 +203,43 @@ async fn live_tokio(
         .await
         .map_err(other)?;
     client.start().await.map_err(other)?;
+    Ok(client)
+}
+
+/// The documented batch loop: `next_batch` until `Ok(None)`, then one `next_event`
+/// (notices are records to `f`, as `next_record` hands them out).
+async fn live_tokio_batches(
+    target: &LiveTarget,
+    mut f: impl FnMut(RecordRef<'_>) -> Flow,
+) -> io::Result<()> {
+    use dbn_pipe_tokio::Event;
+    let mut client = connect_tokio(target).await?;
+    loop {
+        if let Some(batch) = client.next_batch().await.map_err(other)? {
+            for record in batch {
+                if f(record).is_break() {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        match client.next_event().await.map_err(other)? {
+            Some(Event::Record(record) | Event::Gateway { record, .. }) => {
+                if f(record).is_break() {
+                    return Ok(());
+                }
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn live_tokio(
+    target: &LiveTarget,
+    mut f: impl FnMut(RecordRef<'_>) -> Flow,
+) -> io::Result<()> {
+    let mut client = connect_tokio(target).await?;
     while let Some(record) = client.next_record().await.map_err(other)? {
         if f(record).is_break() {
             break;
@@ -195,8 +290,10 @@ pub(crate) fn historical(
     f: impl FnMut(RecordRef<'_>) -> Flow,
 ) -> io::Result<()> {
     match (contender, rt) {
-        (Contender::Mio, _) => hist_mio(target, f),
-        (Contender::Tokio, Some(rt)) => rt.block_on(hist_tokio(target, f)),
+        (Contender::Mio, _) => hist_mio(target, f, false),
+        (Contender::MioBatch, _) => hist_mio(target, f, true),
+        (Contender::Tokio, Some(rt)) => rt.block_on(hist_tokio(target, f, false)),
+        (Contender::TokioBatch, Some(rt)) => rt.block_on(hist_tokio(target, f, true)),
         #[cfg(feature = "official")]
         (Contender::Official, Some(rt)) => rt.block_on(official::historical(target, f)),
         #[cfg(not(feature = "official"))]
@@ -205,7 +302,12 @@ pub(crate) fn historical(
     }
 }
 
-fn hist_mio(target: &HistTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io::Result<()> {
+/// `batches`: whole batches (`next_batch`), else `next_record`.
+fn hist_mio(
+    target: &HistTarget,
+    mut f: impl FnMut(RecordRef<'_>) -> Flow,
+    batches: bool,
+) -> io::Result<()> {
     use dbn_pipe_mio::{HistoricalConnection, HistoricalOptions};
     let key = ApiKey::new(TEST_KEY).map_err(other)?;
     let options = HistoricalOptions::new(key)
@@ -218,9 +320,30 @@ fn hist_mio(target: &HistTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io
             .map_err(other)?;
     conn.get_range(&target.params()).map_err(other)?;
     loop {
-        while let Some(record) = conn.next_record().map_err(other)? {
-            if f(record).is_break() {
-                return Ok(());
+        if batches {
+            while let Some(batch) = conn.next_batch().map_err(other)? {
+                for record in batch {
+                    if f(record).is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+            // Metadata, warnings and the end come as items (records too, if any).
+            match conn.next_event().map_err(other)? {
+                Some(dbn_pipe_mio::HistoricalItem::Record(record)) => {
+                    if f(record).is_break() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Some(_) => continue,
+                None => {}
+            }
+        } else {
+            while let Some(record) = conn.next_record().map_err(other)? {
+                if f(record).is_break() {
+                    return Ok(());
+                }
             }
         }
         if conn.is_idle() {
@@ -238,9 +361,11 @@ fn hist_mio(target: &HistTarget, mut f: impl FnMut(RecordRef<'_>) -> Flow) -> io
     }
 }
 
+/// `batches`: whole batches (`next_batch`), else `next_record`.
 async fn hist_tokio(
     target: &HistTarget,
     mut f: impl FnMut(RecordRef<'_>) -> Flow,
+    batches: bool,
 ) -> io::Result<()> {
     use dbn_pipe_tokio::{HistoricalClient, HistoricalOptions};
     let key = ApiKey::new(TEST_KEY).map_err(other)?;
@@ -252,6 +377,16 @@ async fn hist_tokio(
         .timeseries_get_range(&target.params())
         .await
         .map_err(other)?;
+    if batches {
+        while let Some(batch) = stream.next_batch().await.map_err(other)? {
+            for record in batch {
+                if f(record).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        return Ok(());
+    }
     while let Some(record) = stream.next_record().await.map_err(other)? {
         if f(record).is_break() {
             break;

@@ -277,7 +277,7 @@ fn loadavg() -> String {
 
 /// Contender names of this build, ours first.
 fn contenders() -> Vec<&'static str> {
-    let mut all = vec!["mio", "tokio"];
+    let mut all = vec!["mio", "tokio", "mio-batch", "tokio-batch"];
     if cfg!(feature = "official") {
         all.push("official");
     }
@@ -288,6 +288,8 @@ fn label(contender: &str, ceiling: &str) -> String {
     match contender {
         "mio" => "ours, dbn-pipe-mio".to_owned(),
         "tokio" => "ours, dbn-pipe-tokio".to_owned(),
+        "mio-batch" => "ours, dbn-pipe-mio, next_batch".to_owned(),
+        "tokio-batch" => "ours, dbn-pipe-tokio, next_batch".to_owned(),
         "official" => "official databento 0.64".to_owned(),
         _ => format!("ceiling: {ceiling}"),
     }

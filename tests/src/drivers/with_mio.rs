@@ -16,7 +16,9 @@ use dbn_pipe_protocol::tls::TlsConfig;
 use mio::{Events, Poll, Token};
 
 use super::{is_market_data, notice_code};
-use crate::scenario::{Driver, Failure, FileOutcome, LiveOutcome, LiveRun, RangeOutcome, RangeRun};
+use crate::scenario::{
+    Driver, Failure, FileOutcome, LiveOutcome, LiveRun, Pull, RangeOutcome, RangeRun, Seen,
+};
 
 /// `dbn-pipe-mio` as a scenario driver.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +34,9 @@ struct LiveTask<'r> {
     conn: Option<LiveConnection>,
     out: LiveOutcome,
     paused: bool,
+    pull: Pull,
+    /// Everything handed out, in order, when asked for.
+    trace: Option<Vec<Seen>>,
 }
 
 impl<'r> LiveTask<'r> {
@@ -49,30 +54,54 @@ impl<'r> LiveTask<'r> {
             conn,
             out,
             paused: false,
+            pull: Pull::Items,
+            trace: None,
         }
+    }
+
+    /// Whether the consumer stops here: pauses at the gate once, and stops for good
+    /// after `max_records`.
+    fn stops(run: &LiveRun, out: &LiveOutcome, paused: &mut bool) -> bool {
+        if let Some((after, gate)) = &run.pause {
+            if !*paused && out.records.count() >= *after {
+                *paused = true;
+                // A consumer that stops: nothing pulls from the connection.
+                gate.wait();
+            }
+        }
+        run.max_records
+            .is_some_and(|max| out.records.count() >= max)
     }
 
     /// Pulls everything ready; drops the connection when it is over.
     fn pump(&mut self) {
         let Some(conn) = &mut self.conn else { return };
         let out = &mut self.out;
-        let result = loop {
-            if let Some((after, gate)) = &self.run.pause {
-                if !self.paused && out.records.count() >= *after {
-                    self.paused = true;
-                    // A consumer that stops: nothing pulls from the connection.
-                    gate.wait();
-                }
-            }
-            if self
-                .run
-                .max_records
-                .is_some_and(|max| out.records.count() >= max)
-            {
+        let trace = &mut self.trace;
+        let result = 'pull: loop {
+            if Self::stops(self.run, out, &mut self.paused) {
                 break Ok(true);
             }
+            if self.pull != Pull::Items {
+                match conn.next_batch() {
+                    Ok(Some(batch)) => {
+                        for record in batch.take(take(self.pull)) {
+                            record_live(out, trace, LiveItem::Record(record));
+                            if Self::stops(self.run, out, &mut self.paused) {
+                                // The rest of the batch stays in the connection.
+                                break 'pull Ok(true);
+                            }
+                        }
+                        if self.pull == Pull::Batches {
+                            continue;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(err) => break Err(err),
+                }
+            }
             match conn.next_event() {
-                Ok(Some(item)) => record_live(out, item),
+                Ok(Some(item)) => record_live(out, trace, item),
                 Ok(None) => break Ok(conn.is_finished()),
                 Err(err) => break Err(err),
             }
@@ -88,7 +117,29 @@ impl<'r> LiveTask<'r> {
     }
 }
 
-fn record_live(out: &mut LiveOutcome, item: LiveItem<'_>) {
+/// How many records of a batch a consumer takes.
+fn take(pull: Pull) -> usize {
+    match pull {
+        Pull::Mixed => Pull::MIXED_TAKE,
+        Pull::Items | Pull::Batches => usize::MAX,
+    }
+}
+
+fn record_live(out: &mut LiveOutcome, trace: &mut Option<Vec<Seen>>, item: LiveItem<'_>) {
+    if let Some(trace) = trace {
+        trace.push(match &item {
+            LiveItem::Authenticated { .. } => Seen::Authenticated,
+            LiveItem::Metadata(metadata) => Seen::metadata(metadata),
+            LiveItem::Record(record) => Seen::Record(record.as_ref().to_vec()),
+            LiveItem::Gateway { record, .. } => Seen::Notice(notice_code(record)),
+            LiveItem::Disconnected { kind, .. } => {
+                Seen::Disconnected(kind.map(|kind| kind.to_string()))
+            }
+            LiveItem::Reconnected { policy, gap_from } => Seen::Reconnected(*policy, *gap_from),
+            LiveItem::End => Seen::End,
+            other => panic!("mio: an item the trace does not know: {other:?}"),
+        });
+    }
     match item {
         LiveItem::Record(record) if is_market_data(record.header().rtype) => {
             out.records.push(record.as_ref());
@@ -135,6 +186,7 @@ struct RangeTask {
     conn: Option<HistoricalConnection>,
     out: RangeOutcome,
     file: FileOutcome,
+    pull: Pull,
 }
 
 impl RangeTask {
@@ -148,6 +200,7 @@ impl RangeTask {
                 progress: Vec::new(),
                 failure: None,
             },
+            pull: Pull::Items,
         };
         match connect_range(poll, token, run, to_file) {
             Ok(conn) => task.conn = Some(conn),
@@ -165,6 +218,20 @@ impl RangeTask {
     fn pump(&mut self) {
         let Some(conn) = &mut self.conn else { return };
         let result = loop {
+            if self.pull != Pull::Items {
+                match conn.next_batch() {
+                    Ok(Some(batch)) => {
+                        for record in batch.take(take(self.pull)) {
+                            self.out.records.push(record.as_ref());
+                        }
+                        if self.pull == Pull::Batches {
+                            continue;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(err) => break Err(err),
+                }
+            }
             match conn.next_event() {
                 Ok(Some(HistoricalItem::Warning(w))) => self.out.warnings.push(w),
                 Ok(Some(HistoricalItem::Metadata(m))) => self.out.metadata = Some(*m),
@@ -303,5 +370,22 @@ impl Driver for Mio {
         drive(&mut poll, &mut tasks, Some(&mut range_task));
         let [a, b] = tasks;
         ([a.out, b.out], range_task.out)
+    }
+
+    fn live_traced(run: &LiveRun, pull: Pull) -> (LiveOutcome, Vec<Seen>) {
+        let mut poll = Poll::new().expect("a mio Poll");
+        let mut task = LiveTask::new(&poll, Token(0), run);
+        task.pull = pull;
+        task.trace = Some(Vec::new());
+        drive(&mut poll, std::slice::from_mut(&mut task), None);
+        (task.out, task.trace.unwrap_or_default())
+    }
+
+    fn range_pulled(run: &RangeRun, pull: Pull) -> RangeOutcome {
+        let mut poll = Poll::new().expect("a mio Poll");
+        let mut task = RangeTask::new(&poll, RANGE_TOKEN, run, None);
+        task.pull = pull;
+        drive(&mut poll, &mut [], Some(&mut task));
+        task.out
     }
 }

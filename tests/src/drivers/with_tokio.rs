@@ -8,7 +8,9 @@ use dbn_pipe_protocol::tls::TlsConfig;
 use dbn_pipe_tokio::{Error, Event, HistoricalClient, HistoricalOptions, LiveClient, LiveOptions};
 
 use super::{is_market_data, notice_code};
-use crate::scenario::{Driver, Failure, FileOutcome, LiveOutcome, LiveRun, RangeOutcome, RangeRun};
+use crate::scenario::{
+    Driver, Failure, FileOutcome, LiveOutcome, LiveRun, Pull, RangeOutcome, RangeRun, Seen,
+};
 
 /// `dbn-pipe-tokio` as a scenario driver.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,27 @@ impl Driver for Tokio {
             ([a, b], r)
         })
     }
+
+    fn live_traced(run: &LiveRun, pull: Pull) -> (LiveOutcome, Vec<Seen>) {
+        runtime().block_on(async {
+            let mut out = LiveOutcome::new(run.keep_records);
+            let mut trace = Some(Vec::new());
+            if let Err(err) = live_into(run, &mut out, pull, &mut trace).await {
+                out.failure = Some(failure(&err));
+            }
+            (out, trace.unwrap_or_default())
+        })
+    }
+
+    fn range_pulled(run: &RangeRun, pull: Pull) -> RangeOutcome {
+        runtime().block_on(async {
+            let mut out = RangeOutcome::new(run.keep_records);
+            if let Err(err) = range_into(run, &mut out, pull).await {
+                out.failure = Some(failure(&err));
+            }
+            out
+        })
+    }
 }
 
 fn options(run: &LiveRun) -> Result<LiveOptions, Error> {
@@ -74,45 +97,98 @@ fn options(run: &LiveRun) -> Result<LiveOptions, Error> {
 
 async fn live(run: &LiveRun) -> LiveOutcome {
     let mut out = LiveOutcome::new(run.keep_records);
-    if let Err(err) = live_into(run, &mut out).await {
+    if let Err(err) = live_into(run, &mut out, Pull::Items, &mut None).await {
         out.failure = Some(failure(&err));
     }
     out
 }
 
-async fn live_into(run: &LiveRun, out: &mut LiveOutcome) -> Result<(), Error> {
+/// Whether the consumer stops here: pauses at the gate once, and stops for good after
+/// `max_records`.
+fn stops(run: &LiveRun, out: &LiveOutcome, paused: &mut bool) -> bool {
+    if let Some((after, gate)) = &run.pause {
+        if !*paused && out.records.count() >= *after {
+            *paused = true;
+            // A consumer that stops: nothing polls the client meanwhile.
+            gate.wait();
+        }
+    }
+    run.max_records
+        .is_some_and(|max| out.records.count() >= max)
+}
+
+async fn live_into(
+    run: &LiveRun,
+    out: &mut LiveOutcome,
+    pull: Pull,
+    trace: &mut Option<Vec<Seen>>,
+) -> Result<(), Error> {
     let mut client = LiveClient::connect(options(run)?).await?;
     for subscription in &run.subscriptions {
         client.subscribe(subscription.clone()).await?;
     }
-    out.metadata.push(client.start().await?);
+    let metadata = client.start().await?;
+    if let Some(trace) = trace {
+        trace.push(Seen::metadata(&metadata));
+    }
+    out.metadata.push(metadata);
     let mut paused = false;
     loop {
-        if let Some((after, gate)) = &run.pause {
-            if !paused && out.records.count() >= *after {
-                paused = true;
-                // A consumer that stops: nothing polls the client meanwhile.
-                gate.wait();
-            }
-        }
-        if run
-            .max_records
-            .is_some_and(|max| out.records.count() >= max)
-        {
+        if stops(run, out, &mut paused) {
             return client.close().await;
+        }
+        if pull != Pull::Items {
+            if let Some(batch) = client.next_batch().await? {
+                let mut stop = false;
+                for record in batch.take(take(pull)) {
+                    record_live(out, trace, Event::Record(record));
+                    if stops(run, out, &mut paused) {
+                        // The rest of the batch stays in the client.
+                        stop = true;
+                        break;
+                    }
+                }
+                if stop {
+                    return client.close().await;
+                }
+                if pull == Pull::Batches {
+                    continue;
+                }
+            }
         }
         match client.next_event().await? {
             None => return Ok(()),
-            Some(Event::Record(record)) if is_market_data(record.header().rtype) => {
-                out.records.push(record.as_ref());
-            }
-            Some(Event::Gateway { record, .. }) => out.notices.push(notice_code(&record)),
-            Some(Event::Reconnected { policy, gap_from }) => {
-                out.reconnects.push((policy, gap_from))
-            }
-            Some(Event::Metadata(metadata)) => out.metadata.push(*metadata),
-            Some(_) => {}
+            Some(event) => record_live(out, trace, event),
         }
+    }
+}
+
+/// How many records of a batch a consumer takes.
+fn take(pull: Pull) -> usize {
+    match pull {
+        Pull::Mixed => Pull::MIXED_TAKE,
+        Pull::Items | Pull::Batches => usize::MAX,
+    }
+}
+
+fn record_live(out: &mut LiveOutcome, trace: &mut Option<Vec<Seen>>, event: Event<'_>) {
+    if let Some(trace) = trace {
+        trace.push(match &event {
+            Event::Record(record) => Seen::Record(record.as_ref().to_vec()),
+            Event::Gateway { record, .. } => Seen::Notice(notice_code(record)),
+            Event::Reconnected { policy, gap_from } => Seen::Reconnected(*policy, *gap_from),
+            Event::Metadata(metadata) => Seen::metadata(metadata),
+            other => panic!("tokio: an event the trace does not know: {other:?}"),
+        });
+    }
+    match event {
+        Event::Record(record) if is_market_data(record.header().rtype) => {
+            out.records.push(record.as_ref());
+        }
+        Event::Gateway { record, .. } => out.notices.push(notice_code(&record)),
+        Event::Reconnected { policy, gap_from } => out.reconnects.push((policy, gap_from)),
+        Event::Metadata(metadata) => out.metadata.push(*metadata),
+        _ => {}
     }
 }
 
@@ -132,20 +208,42 @@ fn historical(run: &RangeRun) -> Result<HistoricalClient, Error> {
 
 async fn range(run: &RangeRun) -> RangeOutcome {
     let mut out = RangeOutcome::new(run.keep_records);
-    if let Err(err) = range_into(run, &mut out).await {
+    if let Err(err) = range_into(run, &mut out, Pull::Items).await {
         out.failure = Some(failure(&err));
     }
     out
 }
 
-async fn range_into(run: &RangeRun, out: &mut RangeOutcome) -> Result<(), Error> {
+async fn range_into(run: &RangeRun, out: &mut RangeOutcome, pull: Pull) -> Result<(), Error> {
     let mut client = historical(run)?;
     let mut stream = client.timeseries_get_range(&run.params).await?;
     out.metadata = Some(stream.metadata().clone());
     // X-Warning headers come with the response head, before the metadata.
     out.warnings = stream.warnings().to_vec();
-    while let Some(record) = stream.next_record().await? {
-        out.records.push(record.as_ref());
+    match pull {
+        Pull::Items => {
+            while let Some(record) = stream.next_record().await? {
+                out.records.push(record.as_ref());
+            }
+        }
+        Pull::Batches => {
+            while let Some(batch) = stream.next_batch().await? {
+                for record in batch {
+                    out.records.push(record.as_ref());
+                }
+            }
+        }
+        Pull::Mixed => loop {
+            if let Some(batch) = stream.next_batch().await? {
+                for record in batch.take(Pull::MIXED_TAKE) {
+                    out.records.push(record.as_ref());
+                }
+            }
+            match stream.next_record().await? {
+                Some(record) => out.records.push(record.as_ref()),
+                None => break,
+            }
+        },
     }
     Ok(())
 }
