@@ -645,29 +645,13 @@ impl RangeStream<'_> {
     /// After every record before it: kind `Truncated` when the body was cut,
     /// `Timeout`, `Tls`, `Protocol`, `Decompression`, `Io`.
     pub async fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
-        if self.done {
-            return Ok(None);
-        }
-        loop {
-            match self.client.step().await? {
-                Step::Batch => break,
-                Step::Done => {
-                    self.done = true;
-                    return Ok(None);
-                }
-                Step::Metadata(_) | Step::Json(_) => {}
-            }
-        }
-        let Some(conn) = self.client.conn.as_mut() else {
-            return Err(Error::internal("no connection"));
-        };
-        match conn.session.poll_event() {
-            Ok(Some(HistoricalEvent::Records(mut batch))) => batch
+        // The first record of the next batch; the rest stay buffered when it drops.
+        match self.next_batch().await? {
+            Some(mut batch) => batch
                 .next()
                 .map(Some)
                 .ok_or_else(|| Error::internal("a record batch had no record")),
-            Ok(_) => Err(Error::internal("a record batch vanished")),
-            Err(err) => Err(err.into()),
+            None => Ok(None),
         }
     }
 
