@@ -481,14 +481,16 @@ impl DbnDecoder {
         // Nothing is delivered until the batch yields (`release` folds what it did).
         *batch_len = data.len();
         *batch_left = data.len();
+        let max = max.max(1);
+        let run = if run {
+            Run::new(data, [data[0], data[1]], max)
+        } else {
+            Run::none(data)
+        };
         Ok(Decoded::Record(RecordBatch {
-            run: if run {
-                Run::new(data, [data[0], data[1]])
-            } else {
-                Run::none(data)
-            },
+            remaining: max - run.count(),
+            run,
             len: data.len(),
-            remaining: max.max(1),
             left: batch_left,
             placer: Placer {
                 framing: Framing {
@@ -850,7 +852,8 @@ pub struct RecordBatch<'a> {
     run: Run<'a>,
     /// Bytes from the batch's first record to the buffer's tail.
     len: usize,
-    /// Records the batch may still yield (`max` minus those yielded).
+    /// Records the batch may still yield beyond those the run may hand out (`max`
+    /// minus those yielded minus `run.count()`).
     remaining: usize,
     /// The decoder's count of this batch's bytes not yet yielded (the rest are
     /// delivered), kept up to date as records are yielded.
@@ -958,7 +961,7 @@ impl std::fmt::Debug for RecordBatch<'_> {
             .field("base", &self.placer.framing.base)
             .field("pos", &(self.len - self.run.rest().len()))
             .field("buffered", &self.run.rest().len())
-            .field("remaining", &self.remaining)
+            .field("remaining", &(self.remaining + self.run.count()))
             .field("run", &self.run)
             .field("scratch_free", &self.placer.space.scratch.len())
             .finish_non_exhaustive()
@@ -970,17 +973,19 @@ impl RecordBatch<'_> {
     /// ends there.
     #[inline]
     pub fn peek_rtype(&self) -> Option<u8> {
-        if self.remaining == 0 {
+        let rest = self.run.rest();
+        let mut probe = self.run;
+        if probe.next().is_some() {
+            return Some(rest[1]);
+        }
+        if self.remaining + self.run.count() == 0 {
             return None;
         }
-        let rest = self.run.rest();
         let pos = self.len - rest.len();
-        let mut probe = self.run;
-        if probe.next().is_some()
-            || self
-                .placer
-                .framing
-                .would_yield(&self.placer.space, rest, pos)
+        if self
+            .placer
+            .framing
+            .would_yield(&self.placer.space, rest, pos)
         {
             return Some(rest[1]);
         }
@@ -988,14 +993,21 @@ impl RecordBatch<'_> {
     }
 }
 
-/// Yields the next record of `run` and advances it (the step of [`RecordBatch::next`]);
-/// `len` is the batch's length. `None` ends the batch.
+/// Frames the record at the end of `run` in full, yields it and starts the next run
+/// (the slow step of [`RecordBatch::next`], when the run hands out nothing more);
+/// `len` is the batch's length, `remaining` the records the batch may yield beyond
+/// the run's. `None` ends the batch.
 #[inline(always)]
-fn step<'a>(run: &mut Run<'a>, len: usize, placer: &mut Placer<'a>) -> Option<RecordRef<'a>> {
-    if let Some(rec) = run.next() {
-        // The same length byte and `rtype` as the record that started the run: it
-        // passes the same framing checks; `Run::next` checked that it is whole.
-        return Some(rec);
+fn step<'a>(
+    run: &mut Run<'a>,
+    remaining: &mut usize,
+    len: usize,
+    placer: &mut Placer<'a>,
+) -> Option<RecordRef<'a>> {
+    // What the run could still have handed out goes back to the batch.
+    *remaining += run.stop();
+    if *remaining == 0 {
+        return None;
     }
     let rest = run.rest();
     let pos = len - rest.len();
@@ -1003,9 +1015,12 @@ fn step<'a>(run: &mut Run<'a>, len: usize, placer: &mut Placer<'a>) -> Option<Re
     let (space, next) = placer.framing.next_framed(space, rest, pos);
     placer.space = space;
     let (rec, frame) = next?;
+    *remaining -= 1;
     let after = &rest[frame.len..];
     *run = if joins_run(frame) {
-        Run::new(after, [rest[0], rest[1]])
+        let run = Run::new(after, [rest[0], rest[1]], *remaining);
+        *remaining -= run.count();
+        run
     } else {
         Run::none(after)
     };
@@ -1017,20 +1032,27 @@ impl<'a> Iterator for RecordBatch<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<RecordRef<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let rec = step(&mut self.run, self.len, &mut self.placer)?;
+        let rec = match self.run.next() {
+            // The same length byte and `rtype` as the record that started the run: it
+            // passes the same framing checks; the run holds it whole.
+            Some(rec) => rec,
+            None => step(
+                &mut self.run,
+                &mut self.remaining,
+                self.len,
+                &mut self.placer,
+            )?,
+        };
         *self.left = self.run.rest().len();
-        self.remaining -= 1;
         Some(rec)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         // `poll_batch` checked the first record; every record is at least a header.
         let rest = self.run.rest().len();
-        let first = usize::from(rest == self.len && self.remaining > 0);
-        let most = self.remaining.min(rest / HEADER_LEN);
+        let remaining = self.remaining + self.run.count();
+        let first = usize::from(rest == self.len && remaining > 0);
+        let most = remaining.min(rest / HEADER_LEN);
         (first, Some(most))
     }
 }

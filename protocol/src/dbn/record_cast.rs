@@ -43,39 +43,43 @@ pub(crate) fn record_at(bytes: &[u8]) -> Option<RecordRef<'_>> {
 /// records repeating the first two header bytes (length byte and `rtype`) of a record
 /// the decoder framed in full: such records pass the same framing checks.
 ///
-/// Invariant (checked by [`Run::new`]): in a run, `rest` starts 8-byte aligned and
-/// `len` (the length the header bytes announce) is a multiple of 8 of at least 16, so
-/// every record the run hands out starts aligned; only [`Run::next`] advances `rest`,
-/// by `len`. Outside a run (`header` is [`Run::NO_HEADER`]) nothing matches.
+/// Invariant (established by [`Run::new`], kept by [`Run::next`], the only place that
+/// advances `rest`): `rest` starts 8-byte aligned, `len` (the length the header bytes
+/// announce) is a multiple of 8 of at least 16, and `rest` holds at least `count`
+/// whole records of `len` bytes. So every record the run hands out starts aligned and
+/// lies inside `rest`, and handing one out needs no bounds check: only the count and
+/// the two header bytes are compared. Outside a run `count` is 0.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Run<'a> {
     /// The bytes from the next record on.
     rest: &'a [u8],
-    /// The run's header bytes as a little-endian `u16`, or [`Run::NO_HEADER`].
-    header: u32,
+    /// The run's header bytes as a little-endian `u16`.
+    header: u16,
     /// The length of every record of the run.
     len: usize,
+    /// Records the run may still hand out; `rest` holds at least this many of `len`
+    /// bytes.
+    count: usize,
 }
 
 impl<'a> Run<'a> {
-    /// The `header` of a cursor outside a run: no two bytes read as a `u16` equal it.
-    const NO_HEADER: u32 = u32::MAX;
-
     /// A cursor at `rest` outside any run.
     #[inline]
     pub(crate) fn none(rest: &'a [u8]) -> Self {
         Self {
             rest,
-            header: Self::NO_HEADER,
+            header: 0,
             len: usize::MAX,
+            count: 0,
         }
     }
 
-    /// A cursor at `rest` in a run of records whose first two bytes are `header`
-    /// (length byte, `rtype`); outside a run when `rest` is misaligned or the announced
-    /// length is not a multiple of 8 of at least 16.
+    /// A cursor at `rest` in a run of at most `max` records whose first two bytes are
+    /// `header` (length byte, `rtype`); outside a run when `rest` is misaligned or the
+    /// announced length is not a multiple of 8 of at least 16. The run covers the
+    /// whole records `rest` holds, up to `max`; [`count`](Self::count) says how many.
     #[inline]
-    pub(crate) fn new(rest: &'a [u8], header: [u8; 2]) -> Self {
+    pub(crate) fn new(rest: &'a [u8], header: [u8; 2], max: usize) -> Self {
         let len = usize::from(header[0]) * 4;
         if len < HEADER_LEN
             || len % RECORD_ALIGN != 0
@@ -85,8 +89,9 @@ impl<'a> Run<'a> {
         }
         Self {
             rest,
-            header: u32::from(u16::from_le_bytes(header)),
+            header: u16::from_le_bytes(header),
             len,
+            count: (rest.len() / len).min(max),
         }
     }
 
@@ -96,22 +101,46 @@ impl<'a> Run<'a> {
         self.rest
     }
 
-    /// Hands out the next record when it repeats the run's header bytes and is
-    /// complete, and advances past it; `None` (nothing consumed) otherwise.
+    /// Records the run may still hand out (whether they repeat its header bytes is
+    /// checked as each is handed out).
+    #[inline]
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Ends the run where it is: returns how many records it could still have handed
+    /// out, and hands out none afterwards.
+    #[inline]
+    pub(crate) fn stop(&mut self) -> usize {
+        std::mem::take(&mut self.count)
+    }
+
+    /// Hands out the next record when the run has one left and it repeats the run's
+    /// header bytes, and advances past it; `None` (nothing consumed) otherwise.
     #[inline]
     pub(crate) fn next(&mut self) -> Option<RecordRef<'a>> {
-        let &[length_words, rtype] = self.rest.first_chunk::<2>()?;
-        if u32::from(u16::from_le_bytes([length_words, rtype])) != self.header {
+        if self.count == 0 {
             return None;
         }
-        let (rec, tail) = self.rest.split_at_checked(self.len)?;
+        // SAFETY: `count > 0`, so by the invariant `rest` holds at least one whole record
+        // of `len` bytes: `len <= rest.len()`.
+        let (rec, tail) = unsafe { self.rest.split_at_unchecked(self.len) };
+        // SAFETY: `count > 0`, so the run exists, and `Run::new` accepted its `len` only
+        // at 16 or more. (Tells the compiler that `rec` has a header's two bytes.)
+        unsafe { std::hint::assert_unchecked(self.len >= HEADER_LEN) };
+        let &[length_words, rtype] = rec.first_chunk::<2>()?;
+        if u16::from_le_bytes([length_words, rtype]) != self.header {
+            return None;
+        }
         self.rest = tail;
+        self.count -= 1;
         // SAFETY: `RecordRef::new` needs an aligned buffer starting with a record header.
-        // The header bytes equal the run's, so the run exists (`Run::new` accepted it):
-        // `rest` started 8-byte aligned and has only been advanced by `len`, a multiple
-        // of 8, so `rec` starts aligned. `rec` holds `len >= 16` bytes, and its header
-        // announces exactly `len` (its length byte is the run's), so `RecordRef::as_ref`
-        // stays in bounds. Every bit pattern is a valid header.
+        // `count` was positive, so the run exists (`Run::new` accepted it): `rest`
+        // started 8-byte aligned and has only been advanced by `len`, a multiple of 8, so
+        // `rec` starts aligned. `rec` holds `len >= 16` bytes, and its header announces
+        // exactly `len` (its length byte is the run's), so `RecordRef::as_ref` stays in
+        // bounds. Every bit pattern is a valid header. The invariant holds for the
+        // `count - 1` records left: `tail` lost one record's bytes and stays aligned.
         Some(unsafe { RecordRef::new(rec) })
     }
 }
@@ -148,36 +177,55 @@ mod tests {
         buf.bytes_mut()[169] = 0xA1; // a fourth record of another rtype
         buf.bytes_mut()[168] = 4;
         let bytes = &buf.bytes()[..160]; // the third record is cut short
-        let mut run = Run::new(bytes, [14, 0xA0]);
+        let mut run = Run::new(bytes, [14, 0xA0], usize::MAX);
         let first = run.next().expect("first");
         assert_eq!(first.as_ref().len(), 56);
         assert_eq!(
             run.next().expect("second").as_ref().as_ptr() as usize % 8,
             0
         );
+        assert_eq!(
+            run.count(),
+            0,
+            "the third record is cut short: not in the run"
+        );
         assert!(run.next().is_none(), "incomplete");
         assert_eq!(run.rest().len(), 48, "nothing consumed by a refusal");
-        let mut other = Run::new(&buf.bytes()[168..], [14, 0xA0]);
+        let mut capped = Run::new(bytes, [14, 0xA0], 1);
+        assert!(capped.next().is_some());
+        assert!(capped.next().is_none(), "at most `max` records");
+        assert_eq!(capped.rest().len(), 104, "nothing consumed past the cap");
+        let mut stopped = Run::new(bytes, [14, 0xA0], usize::MAX);
+        assert_eq!(stopped.stop(), 2, "two whole records were left");
+        assert!(stopped.next().is_none(), "a stopped run hands out nothing");
+        let mut other = Run::new(&buf.bytes()[168..], [4, 0xA0], usize::MAX);
+        assert_eq!(other.count(), 2, "two 16-byte records fit");
         assert!(other.next().is_none(), "other header bytes");
         assert!(Run::none(buf.bytes()).next().is_none(), "outside a run");
         assert!(
-            Run::new(&buf.bytes()[4..], [14, 0xA0]).next().is_none(),
+            Run::new(&buf.bytes()[4..], [14, 0xA0], usize::MAX)
+                .next()
+                .is_none(),
             "misaligned"
         );
         let mut odd = AlignedBuf::new(64);
         odd.bytes_mut()[..2].copy_from_slice(&[5, 0xEE]);
         assert!(
-            Run::new(odd.bytes(), [5, 0xEE]).next().is_none(),
+            Run::new(odd.bytes(), [5, 0xEE], usize::MAX)
+                .next()
+                .is_none(),
             "20 bytes"
         );
         odd.bytes_mut()[..2].copy_from_slice(&[2, 0xEE]);
         assert!(
-            Run::new(odd.bytes(), [2, 0xEE]).next().is_none(),
+            Run::new(odd.bytes(), [2, 0xEE], usize::MAX)
+                .next()
+                .is_none(),
             "under a header"
         );
         odd.bytes_mut()[..2].copy_from_slice(&[0, 0]);
         assert!(
-            Run::new(odd.bytes(), [0, 0]).next().is_none(),
+            Run::new(odd.bytes(), [0, 0], usize::MAX).next().is_none(),
             "zero length"
         );
     }
