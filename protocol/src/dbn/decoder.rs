@@ -968,7 +968,34 @@ impl std::fmt::Debug for RecordBatch<'_> {
     }
 }
 
-impl RecordBatch<'_> {
+impl<'a> RecordBatch<'a> {
+    /// The next record with what `classify` makes of its `rtype`, when `classify`
+    /// returns `Some`; when it returns `None` the batch ends before that record, which
+    /// stays buffered for the next poll (as after [`peek_rtype`](Self::peek_rtype)
+    /// returned its `rtype` and the caller dropped the batch). `None` also when the
+    /// batch ends as [`next`](Iterator::next) would.
+    ///
+    /// Routing records by type (a caller that hands some types out and stops before
+    /// others) costs one framing per record this way, not two as `peek_rtype` then
+    /// `next` do.
+    #[inline(always)]
+    pub fn next_classified<T>(
+        &mut self,
+        mut classify: impl FnMut(u8) -> Option<T>,
+    ) -> Option<(RecordRef<'a>, T)> {
+        let before = self.run;
+        if let Some(rec) = self.run.next() {
+            let Some(class) = classify(rec.header().rtype) else {
+                self.run = before;
+                return None;
+            };
+            *self.left = self.run.rest().len();
+            return Some((rec, class));
+        }
+        let class = classify(self.peek_rtype()?)?;
+        Some((self.next()?, class))
+    }
+
     /// The `rtype` of the record the next call to `next` yields; `None` when the batch
     /// ends there.
     #[inline]
@@ -1160,6 +1187,52 @@ mod tests {
             if (max, take) == (usize::MAX, usize::MAX) {
                 // One pass: runs and mixed records come out of one batch.
                 assert_eq!(lens, [80]);
+            }
+        }
+    }
+
+    #[test]
+    fn next_classified_stops_before_the_first_refused_record_and_keeps_it() {
+        // Runs of MBO records broken by pairs of trades. The caller refuses a trade
+        // unless it is the first record of its batch: each trade ends a batch and
+        // starts the next. The second trade of a pair comes from the run the first
+        // started, the others from full framing.
+        let stream: Vec<u8> = (0..60)
+            .flat_map(|i| if i % 13 >= 11 { trade(i) } else { mbo(i) })
+            .collect();
+        for max in [usize::MAX, 5, 1] {
+            let mut dec = fragment_decoder();
+            assert_eq!(dec.handle_input(&stream), stream.len());
+            dec.finish().expect("complete records");
+            let (mut seen, mut lens) = (Vec::new(), Vec::new());
+            loop {
+                let mut batch = match dec.poll_batch(max) {
+                    Ok(Decoded::Record(batch)) => batch,
+                    Ok(Decoded::End) => break,
+                    other => panic!("max {max}: unexpected {other:?}"),
+                };
+                let mut yielded = 0;
+                loop {
+                    let first = yielded == 0;
+                    let Some((rec, class)) = batch
+                        .next_classified(|rtype| (rtype != rtype::MBP_0 || first).then_some(rtype))
+                    else {
+                        break;
+                    };
+                    assert_eq!(class, rec.header().rtype);
+                    seen.push(rec.header().ts_event);
+                    yielded += 1;
+                }
+                assert!((1..=max).contains(&yielded), "max {max}: {yielded}");
+                if yielded < max && seen.len() < 60 {
+                    // Stopped by the caller: the refused trade is next, still buffered.
+                    assert_eq!(batch.peek_rtype(), Some(rtype::MBP_0), "max {max}");
+                }
+                lens.push(yielded);
+            }
+            assert_eq!(seen, (0..60).collect::<Vec<_>>(), "max {max}");
+            if max == usize::MAX {
+                assert_eq!(lens, [11, 1, 12, 1, 12, 1, 12, 1, 9]);
             }
         }
     }

@@ -100,13 +100,12 @@ impl<'a> Iterator for LiveBatch<'a> {
     #[inline(always)]
     fn next(&mut self) -> Option<RecordRef<'a>> {
         loop {
-            // One table look-up classifies the record before it is taken.
-            let class = Class::of(self.records.peek_rtype()?);
-            if class == Class::Notice {
-                // Gateway notices come as their own event.
-                return None;
-            }
-            let rec = self.records.next()?;
+            // One table look-up classifies the record as it is taken; gateway notices
+            // stay buffered: they come as their own event.
+            let (rec, class) = self.records.next_classified(|rtype| {
+                let class = Class::of(rtype);
+                (class != Class::Notice).then_some(class)
+            })?;
             if self.delivery.admit_as(class, &rec) {
                 return Some(rec);
             }
