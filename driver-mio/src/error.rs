@@ -1,64 +1,13 @@
 //! The driver's error type: transport failures (DNS, connect, socket I/O, timeouts of
 //! the driver) and the session's own errors, each with the layer that failed.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dbn_pipe_protocol::ErrorKind as SessionKind;
-
-/// The category of an [`Error`], stable across drivers: what a caller decides on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// Invalid options; nothing was sent.
-    Config,
-    /// The host name did not resolve.
-    Dns,
-    /// The TCP connection could not be established.
-    Connect,
-    /// A socket or file operation failed.
-    Io,
-    /// TLS failed (handshake, certificate, corrupt record).
-    Tls,
-    /// The HTTP server answered with an error status.
-    HttpStatus,
-    /// The gateway rejected the API key or the session request.
-    Auth,
-    /// The peer broke the protocol, or the data is not valid DBN.
-    Protocol,
-    /// The zstd layer rejected the data.
-    Decompression,
-    /// The connection ended inside a record, metadata block or zstd frame.
-    Truncated,
-    /// A deadline passed (connect, authentication, heartbeat, read).
-    Timeout,
-    /// The connection ended before the session could start.
-    Closed,
-    /// The caller asked for something invalid; nothing was sent.
-    Usage,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Config => "config",
-            Self::Dns => "dns",
-            Self::Connect => "connect",
-            Self::Io => "io",
-            Self::Tls => "tls",
-            Self::HttpStatus => "http status",
-            Self::Auth => "auth",
-            Self::Protocol => "protocol",
-            Self::Decompression => "decompression",
-            Self::Truncated => "truncated",
-            Self::Timeout => "timeout",
-            Self::Closed => "closed",
-            Self::Usage => "usage",
-        })
-    }
-}
+/// The layer that failed, the same type in both drivers: what a caller decides on
+/// (retry, report, give up).
+pub use dbn_pipe_protocol::DriverErrorKind as ErrorKind;
 
 /// Every failure of a mio connection. [`Error::kind`] is what to match on; the
 /// variants carry the cause (`source()`), and `Display` names the layer and the reason.
@@ -125,23 +74,7 @@ pub enum Error {
 }
 
 fn session_layer(err: &dbn_pipe_protocol::Error) -> ErrorKind {
-    map_kind(err.kind())
-}
-
-fn map_kind(kind: SessionKind) -> ErrorKind {
-    match kind {
-        SessionKind::Config => ErrorKind::Config,
-        SessionKind::Decompression => ErrorKind::Decompression,
-        SessionKind::Truncated => ErrorKind::Truncated,
-        SessionKind::Usage => ErrorKind::Usage,
-        SessionKind::Auth => ErrorKind::Auth,
-        SessionKind::Timeout => ErrorKind::Timeout,
-        SessionKind::Closed => ErrorKind::Closed,
-        SessionKind::Tls => ErrorKind::Tls,
-        SessionKind::HttpStatus => ErrorKind::HttpStatus,
-        // Format, Metadata, Framing, Protocol and anything added later.
-        _ => ErrorKind::Protocol,
-    }
+    ErrorKind::from(err.kind())
 }
 
 impl Error {

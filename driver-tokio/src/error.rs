@@ -1,65 +1,13 @@
 //! The error type of the tokio driver: every layer (configuration, DNS, TCP, the
 //! sans-IO session) in one enum with a [`ErrorKind`] to match on.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dbn_pipe_protocol::ErrorKind as SessionKind;
-
-/// The layer that failed: what a caller decides on (retry, report, give up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// An option or parameter is invalid; nothing was sent.
-    Config,
-    /// The host name could not be resolved.
-    Dns,
-    /// The TCP connection could not be established.
-    Connect,
-    /// Reading or writing the socket (or the output file) failed.
-    Io,
-    /// TLS failed (handshake, certificate, record).
-    Tls,
-    /// The HTTP server answered with an error status.
-    HttpStatus,
-    /// The gateway rejected the API key or the session request.
-    Auth,
-    /// The peer broke the protocol (control lines, HTTP, DBN framing or metadata).
-    Protocol,
-    /// The zstd layer rejected the input.
-    Decompression,
-    /// The connection ended inside a record, a zstd frame or an HTTP body.
-    Truncated,
-    /// A deadline passed (connect, authentication, heartbeat, read).
-    Timeout,
-    /// The connection ended before the session could start, or the client is closed.
-    Closed,
-    /// The caller asked for something invalid (a request while another is in flight,
-    /// an empty symbol list); nothing was sent.
-    Usage,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Config => "config",
-            Self::Dns => "dns",
-            Self::Connect => "connect",
-            Self::Io => "io",
-            Self::Tls => "tls",
-            Self::HttpStatus => "http status",
-            Self::Auth => "auth",
-            Self::Protocol => "protocol",
-            Self::Decompression => "decompression",
-            Self::Truncated => "truncated",
-            Self::Timeout => "timeout",
-            Self::Closed => "closed",
-            Self::Usage => "usage",
-        })
-    }
-}
+/// The layer that failed, the same type in both drivers: what a caller decides on
+/// (retry, report, give up).
+pub use dbn_pipe_protocol::DriverErrorKind as ErrorKind;
 
 /// Every failure of the tokio driver, carrying its cause. [`Error::kind`] names the
 /// layer; `Display` says which layer failed and why (never the API key).
@@ -172,19 +120,7 @@ impl Error {
     }
 
     fn session_kind(err: &dbn_pipe_protocol::Error) -> ErrorKind {
-        match err.kind() {
-            SessionKind::Config => ErrorKind::Config,
-            SessionKind::Usage => ErrorKind::Usage,
-            SessionKind::Decompression => ErrorKind::Decompression,
-            SessionKind::Truncated => ErrorKind::Truncated,
-            SessionKind::Auth => ErrorKind::Auth,
-            SessionKind::Timeout => ErrorKind::Timeout,
-            SessionKind::Closed => ErrorKind::Closed,
-            SessionKind::Tls => ErrorKind::Tls,
-            SessionKind::HttpStatus => ErrorKind::HttpStatus,
-            // Format, Metadata, Framing, Protocol and any later kind.
-            _ => ErrorKind::Protocol,
-        }
+        ErrorKind::from(err.kind())
     }
 
     pub(crate) fn io(source: io::Error) -> Self {

@@ -79,6 +79,85 @@ pub enum ErrorKind {
     HttpStatus,
 }
 
+/// The category of a driver's error, the same in every driver (`dbn-pipe-mio` and
+/// `dbn-pipe-tokio` re-export it as their `ErrorKind`): the layer that failed, which is
+/// what a caller decides on (retry, report, give up). The session's kinds map onto it
+/// with `From<ErrorKind>`; the transport's (`Dns`, `Connect`, `Io`) only drivers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DriverErrorKind {
+    /// An option or parameter is invalid; nothing was sent.
+    Config,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TCP connection could not be established.
+    Connect,
+    /// Reading or writing the socket (or an output file) failed.
+    Io,
+    /// TLS failed (handshake, certificate, record).
+    Tls,
+    /// The HTTP server answered with an error status.
+    HttpStatus,
+    /// The gateway rejected the API key or the session request.
+    Auth,
+    /// The peer broke the protocol (control lines, HTTP, DBN framing or metadata).
+    Protocol,
+    /// The zstd layer rejected the input.
+    Decompression,
+    /// The connection ended inside a record, metadata block, zstd frame, HTTP body or
+    /// TLS record.
+    Truncated,
+    /// A deadline passed (connect, authentication, heartbeat, read).
+    Timeout,
+    /// The connection ended before the session could start, or the client is closed.
+    Closed,
+    /// The caller asked for something invalid (a request while another is in flight,
+    /// an empty symbol list); nothing was sent.
+    Usage,
+}
+
+impl From<ErrorKind> for DriverErrorKind {
+    /// The layer a session error comes from; `Format`, `Metadata` and `Framing` (the
+    /// data is not valid DBN) are `Protocol`.
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Config => Self::Config,
+            ErrorKind::Decompression => Self::Decompression,
+            ErrorKind::Truncated => Self::Truncated,
+            ErrorKind::Usage => Self::Usage,
+            ErrorKind::Auth => Self::Auth,
+            ErrorKind::Timeout => Self::Timeout,
+            ErrorKind::Closed => Self::Closed,
+            ErrorKind::Tls => Self::Tls,
+            ErrorKind::HttpStatus => Self::HttpStatus,
+            ErrorKind::Format | ErrorKind::Metadata | ErrorKind::Framing | ErrorKind::Protocol => {
+                Self::Protocol
+            }
+        }
+    }
+}
+
+impl fmt::Display for DriverErrorKind {
+    /// The layer's name in lower case, as errors print it (`"http status"`, `"dns"`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Config => "config",
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Io => "io",
+            Self::Tls => "tls",
+            Self::HttpStatus => "http status",
+            Self::Auth => "auth",
+            Self::Protocol => "protocol",
+            Self::Decompression => "decompression",
+            Self::Truncated => "truncated",
+            Self::Timeout => "timeout",
+            Self::Closed => "closed",
+            Self::Usage => "usage",
+        })
+    }
+}
+
 /// Which deadline of a session passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -145,7 +145,9 @@ mod zstd_blocks;
 pub use crate::dbn::{
     DbnDecoder, Decoded, DecoderConfig, FragmentFormat, RecordBatch, UpgradePolicy,
 };
-pub use crate::error::{Error, ErrorKind, HttpStatusError, TimerKind, TruncatedPart};
+pub use crate::error::{
+    DriverErrorKind, Error, ErrorKind, HttpStatusError, TimerKind, TruncatedPart,
+};
 pub use crate::stream::{Compression, StreamConfig, StreamDecoder};
 pub use crate::zstd::{Progress, ZSTD_MAGIC, ZstdDecoder};
 
