@@ -338,7 +338,7 @@ fn run(cfg: &Config, exe: &Path, dir: &Path) -> io::Result<()> {
     };
     let mut targets = Vec::new();
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
-    let ours = ["mio", "tokio"];
+    let ours = ["mio", "tokio", "mio-batch", "tokio-batch"];
     let official = cfg!(feature = "official");
 
     // Throughput: rounds of every contender in turn.
