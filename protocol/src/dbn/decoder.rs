@@ -129,8 +129,9 @@ pub struct DbnDecoder {
     /// The length of the last batch handed out (0 when none is pending): its
     /// deliveries are folded into `delivered` by the next mutation.
     batch_len: usize,
-    /// Bytes of the last batch not yet yielded, kept up to date by the batch.
-    batch_left: usize,
+    /// The last batch's yielded bytes, kept up to date by the batch as two parts: the
+    /// offset where its current run starts, and the run's bytes yielded.
+    batch_yielded: [usize; 2],
     /// Aligned scratch space for converted and realigned records.
     scratch: AlignedBuf,
     /// Aligned staging area for a misaligned record that must be converted.
@@ -264,7 +265,7 @@ impl DbnDecoder {
             head_offset: 0,
             delivered: 0,
             batch_len: 0,
-            batch_left: 0,
+            batch_yielded: [0; 2],
             failure: None,
             upstream_failure: None,
             eof: false,
@@ -294,7 +295,7 @@ impl DbnDecoder {
 
     /// Stream bytes fully delivered (header plus records handed out).
     pub fn bytes_delivered(&self) -> u64 {
-        self.head_offset + (self.delivered + self.batch_len - self.batch_left) as u64
+        self.head_offset + (self.delivered + self.batch_yielded[0] + self.batch_yielded[1]) as u64
     }
 
     /// Whether [`finish`](Self::finish) has been called.
@@ -470,7 +471,7 @@ impl DbnDecoder {
             head,
             tail,
             batch_len,
-            batch_left,
+            batch_yielded,
             ..
         } = self;
         let Some(format) = format.as_ref() else {
@@ -480,7 +481,7 @@ impl DbnDecoder {
         let data = &buf.bytes()[*head..*tail];
         // Nothing is delivered until the batch yields (`release` folds what it did).
         *batch_len = data.len();
-        *batch_left = data.len();
+        *batch_yielded = [0; 2];
         let max = max.max(1);
         let run = if run {
             Run::new(data, [data[0], data[1]], max)
@@ -491,7 +492,7 @@ impl DbnDecoder {
             remaining: max - run.count(),
             run,
             len: data.len(),
-            left: batch_left,
+            yielded: batch_yielded,
             placer: Placer {
                 framing: Framing {
                     base: *head,
@@ -726,9 +727,9 @@ impl DbnDecoder {
     #[inline]
     fn release(&mut self) {
         if self.batch_len > 0 {
-            self.delivered += self.batch_len - self.batch_left;
+            self.delivered += self.batch_yielded[0] + self.batch_yielded[1];
             self.batch_len = 0;
-            self.batch_left = 0;
+            self.batch_yielded = [0; 2];
         }
         if self.delivered > 0 {
             self.head += self.delivered;
@@ -855,9 +856,10 @@ pub struct RecordBatch<'a> {
     /// Records the batch may still yield beyond those the run may hand out (`max`
     /// minus those yielded minus `run.count()`).
     remaining: usize,
-    /// The decoder's count of this batch's bytes not yet yielded (the rest are
-    /// delivered), kept up to date as records are yielded.
-    left: &'a mut usize,
+    /// The decoder's count of this batch's bytes yielded (delivered), kept up to date
+    /// as records are yielded, in two parts: the offset where `run` starts (written
+    /// when a run starts) and `run`'s position (written per record: a plain store).
+    yielded: &'a mut [usize; 2],
     /// What framing and placing a record outside a run needs (kept apart, so that the
     /// fields above can live in registers in the caller's loop).
     placer: Placer<'a>,
@@ -959,8 +961,8 @@ impl std::fmt::Debug for RecordBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordBatch")
             .field("base", &self.placer.framing.base)
-            .field("pos", &(self.len - self.run.rest().len()))
-            .field("buffered", &self.run.rest().len())
+            .field("pos", &(self.len - self.run.rest_len()))
+            .field("buffered", &self.run.rest_len())
             .field("remaining", &(self.remaining + self.run.count()))
             .field("run", &self.run)
             .field("scratch_free", &self.placer.space.scratch.len())
@@ -989,7 +991,7 @@ impl<'a> RecordBatch<'a> {
                 self.run = before;
                 return None;
             };
-            *self.left = self.run.rest().len();
+            self.yielded[1] = self.run.pos();
             return Some((rec, class));
         }
         let class = classify(self.peek_rtype()?)?;
@@ -1030,6 +1032,7 @@ fn step<'a>(
     remaining: &mut usize,
     len: usize,
     placer: &mut Placer<'a>,
+    yielded: &mut [usize; 2],
 ) -> Option<RecordRef<'a>> {
     // What the run could still have handed out goes back to the batch.
     *remaining += run.stop();
@@ -1051,13 +1054,14 @@ fn step<'a>(
     } else {
         Run::none(after)
     };
+    *yielded = [len - after.len(), 0];
     Some(rec)
 }
 
 impl<'a> Iterator for RecordBatch<'a> {
     type Item = RecordRef<'a>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<RecordRef<'a>> {
         let rec = match self.run.next() {
             // The same length byte and `rtype` as the record that started the run: it
@@ -1068,9 +1072,10 @@ impl<'a> Iterator for RecordBatch<'a> {
                 &mut self.remaining,
                 self.len,
                 &mut self.placer,
+                self.yielded,
             )?,
         };
-        *self.left = self.run.rest().len();
+        self.yielded[1] = self.run.pos();
         Some(rec)
     }
 

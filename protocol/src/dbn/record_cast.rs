@@ -43,23 +43,25 @@ pub(crate) fn record_at(bytes: &[u8]) -> Option<RecordRef<'_>> {
 /// records repeating the first two header bytes (length byte and `rtype`) of a record
 /// the decoder framed in full: such records pass the same framing checks.
 ///
-/// Invariant (established by [`Run::new`], kept by [`Run::next`], the only place that
-/// advances `rest`): `rest` starts 8-byte aligned, `len` (the length the header bytes
-/// announce) is a multiple of 8 of at least 16, and `rest` holds at least `count`
-/// whole records of `len` bytes. So every record the run hands out starts aligned and
-/// lies inside `rest`, and handing one out needs no bounds check: only the count and
-/// the two header bytes are compared. Outside a run `count` is 0.
+/// Invariant (established by [`Run::new`] and [`Run::none`], kept by [`Run::next`],
+/// the only place that advances `pos`): `pos <= end <= bytes.len()`. Inside a run
+/// (`pos < end`), `bytes` starts 8-byte aligned, `len` (the length the header bytes
+/// announce) is a multiple of 8 of at least 16, and `pos` and `end` are multiples of
+/// `len`: the bytes from `pos` to `end` are whole records of `len` bytes, each
+/// starting aligned. So handing one out needs no bounds check: only `pos` against `end`
+/// and the two header bytes are compared, and only `pos` changes in the caller's loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Run<'a> {
-    /// The bytes from the next record on.
-    rest: &'a [u8],
+    /// The bytes from the run's first record on.
+    bytes: &'a [u8],
+    /// Offset in `bytes` of the next record.
+    pos: usize,
+    /// Offset in `bytes` where the run's records end.
+    end: usize,
     /// The run's header bytes as a little-endian `u16`.
     header: u16,
     /// The length of every record of the run.
     len: usize,
-    /// Records the run may still hand out; `rest` holds at least this many of `len`
-    /// bytes.
-    count: usize,
 }
 
 impl<'a> Run<'a> {
@@ -67,10 +69,11 @@ impl<'a> Run<'a> {
     #[inline]
     pub(crate) fn none(rest: &'a [u8]) -> Self {
         Self {
-            rest,
+            bytes: rest,
+            pos: 0,
+            end: 0,
             header: 0,
             len: usize::MAX,
-            count: 0,
         }
     }
 
@@ -88,59 +91,76 @@ impl<'a> Run<'a> {
             return Self::none(rest);
         }
         Self {
-            rest,
+            bytes: rest,
+            pos: 0,
+            end: (rest.len() / len).min(max) * len,
             header: u16::from_le_bytes(header),
             len,
-            count: (rest.len() / len).min(max),
         }
     }
 
     /// The bytes from the next record on.
     #[inline]
     pub(crate) fn rest(&self) -> &'a [u8] {
-        self.rest
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
+    /// How many bytes from the next record on the cursor's buffer holds (the length
+    /// of [`rest`](Self::rest)).
+    #[inline]
+    pub(crate) fn rest_len(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    /// How many bytes the cursor has advanced past since it was made.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
     }
 
     /// Records the run may still hand out (whether they repeat its header bytes is
     /// checked as each is handed out).
     #[inline]
     pub(crate) fn count(&self) -> usize {
-        self.count
+        (self.end - self.pos) / self.len
     }
 
     /// Ends the run where it is: returns how many records it could still have handed
     /// out, and hands out none afterwards.
     #[inline]
     pub(crate) fn stop(&mut self) -> usize {
-        std::mem::take(&mut self.count)
+        let count = self.count();
+        self.end = self.pos;
+        count
     }
 
     /// Hands out the next record when the run has one left and it repeats the run's
     /// header bytes, and advances past it; `None` (nothing consumed) otherwise.
     #[inline]
     pub(crate) fn next(&mut self) -> Option<RecordRef<'a>> {
-        if self.count == 0 {
+        // `pos <= end` by the invariant.
+        if self.pos == self.end {
             return None;
         }
-        // SAFETY: `count > 0`, so by the invariant `rest` holds at least one whole record
-        // of `len` bytes: `len <= rest.len()`.
-        let (rec, tail) = unsafe { self.rest.split_at_unchecked(self.len) };
-        // SAFETY: `count > 0`, so the run exists, and `Run::new` accepted its `len` only
+        let next = self.pos + self.len;
+        // SAFETY: `pos < end`, so by the invariant the run holds a whole record of `len`
+        // bytes at `pos`: `pos + len <= end <= bytes.len()`.
+        let rec = unsafe { self.bytes.get_unchecked(self.pos..next) };
+        // SAFETY: `pos < end`, so the run exists, and `Run::new` accepted its `len` only
         // at 16 or more. (Tells the compiler that `rec` has a header's two bytes.)
         unsafe { std::hint::assert_unchecked(self.len >= HEADER_LEN) };
         let &[length_words, rtype] = rec.first_chunk::<2>()?;
         if u16::from_le_bytes([length_words, rtype]) != self.header {
             return None;
         }
-        self.rest = tail;
-        self.count -= 1;
+        self.pos = next;
         // SAFETY: `RecordRef::new` needs an aligned buffer starting with a record header.
-        // `count` was positive, so the run exists (`Run::new` accepted it): `rest`
-        // started 8-byte aligned and has only been advanced by `len`, a multiple of 8, so
-        // `rec` starts aligned. `rec` holds `len >= 16` bytes, and its header announces
+        // `pos < end`, so the run exists (`Run::new` accepted it): `bytes` starts 8-byte
+        // aligned and `pos` is a multiple of `len`, itself a multiple of 8, so `rec`
+        // starts aligned. `rec` holds `len >= 16` bytes, and its header announces
         // exactly `len` (its length byte is the run's), so `RecordRef::as_ref` stays in
-        // bounds. Every bit pattern is a valid header. The invariant holds for the
-        // `count - 1` records left: `tail` lost one record's bytes and stays aligned.
+        // bounds. Every bit pattern is a valid header. The invariant holds after the
+        // step: the new `pos` is the next multiple of `len`, at most `end`.
         Some(unsafe { RecordRef::new(rec) })
     }
 }
