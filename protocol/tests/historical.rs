@@ -29,6 +29,9 @@ struct Pair {
     /// Ciphertext the server produced that the client has not taken yet.
     to_client: Vec<u8>,
     taken: usize,
+    /// Take records one at a time with `record_ready` + `poll_record` whenever one
+    /// is ready (as the drivers' `next_record` does), `poll_event` otherwise.
+    one_by_one: bool,
 }
 
 fn pair() -> Pair {
@@ -55,6 +58,7 @@ fn pair() -> Pair {
         server,
         to_client: Vec::new(),
         taken: 0,
+        one_by_one: false,
     }
 }
 
@@ -115,7 +119,11 @@ impl Pair {
             let end = self.taken.saturating_add(chunk).min(self.to_client.len());
             let taken = self.client.handle_input(&self.to_client[self.taken..end]);
             self.taken += taken;
-            let events = drain(&mut self.client, seen);
+            let events = if self.one_by_one {
+                drain_one_by_one(&mut self.client, seen)
+            } else {
+                drain(&mut self.client, seen)
+            };
             if taken == 0 && events == 0 {
                 return;
             }
@@ -149,6 +157,54 @@ fn drain(client: &mut HistoricalSession, seen: &mut Seen) -> usize {
                 seen.error = Some(err);
                 return count;
             }
+        }
+    }
+}
+
+/// As [`drain`], taking each record that is ready alone with `poll_record`.
+fn drain_one_by_one(client: &mut HistoricalSession, seen: &mut Seen) -> usize {
+    let mut count = 0;
+    loop {
+        if client.record_ready() {
+            let record = client
+                .poll_record()
+                .expect("record_ready promised a record");
+            seen.records.push(record.as_ref().to_vec());
+            count += 1;
+            continue;
+        }
+        // One event at a time, so that a record ready after it is taken alone.
+        match drain_one(client, seen) {
+            0 => return count,
+            n => count += n,
+        }
+        if seen.error.is_some() {
+            return count;
+        }
+    }
+}
+
+/// Polls one event into `seen`; returns 1, or 0 when there was none.
+fn drain_one(client: &mut HistoricalSession, seen: &mut Seen) -> usize {
+    match client.poll_event() {
+        Ok(Some(event)) => {
+            match event {
+                HistoricalEvent::Warning(w) => seen.warnings.push(w),
+                HistoricalEvent::Metadata(m) => seen.metadata = Some(*m),
+                HistoricalEvent::Records(batch) => {
+                    seen.records.extend(batch.map(|r| r.as_ref().to_vec()));
+                }
+                HistoricalEvent::Json(j) => seen.json.push(j),
+                HistoricalEvent::Body(bytes) => seen.body.extend_from_slice(bytes),
+                HistoricalEvent::Done => seen.done += 1,
+            }
+            1
+        }
+        Ok(None) => 0,
+        Err(err) => {
+            let new = usize::from(seen.error.is_none());
+            seen.error = Some(err);
+            new
         }
     }
 }
@@ -317,8 +373,16 @@ fn every_framing_yields_the_oracle_records() {
     for (name, body) in &bodies {
         let (metadata, records) = oracle(body);
         for framing in [Framing::Length, Framing::Chunked, Framing::Close] {
-            for chunk in [usize::MAX, 1_000, 17] {
+            for (chunk, one_by_one) in [
+                (usize::MAX, false),
+                (1_000, false),
+                (17, false),
+                (usize::MAX, true),
+                (1_000, true),
+                (17, true),
+            ] {
                 let mut pair = pair();
+                pair.one_by_one = one_by_one;
                 pair.client.get_range(&range_params()).unwrap();
                 pair.handshake();
                 pair.server_send(&response(framing, body, "X-Warning: [\"limited\"]\r\n"));
@@ -332,7 +396,7 @@ fn every_framing_yields_the_oracle_records() {
                     pair.client.handle_eof();
                     drain(&mut pair.client, &mut seen);
                 }
-                let ctx = format!("{name} {framing:?} chunk {chunk}");
+                let ctx = format!("{name} {framing:?} chunk {chunk} one by one {one_by_one}");
                 assert!(seen.error.is_none(), "{ctx}: {:?}", seen.error);
                 assert_eq!(seen.metadata.as_ref(), Some(&metadata), "{ctx}");
                 assert_eq!(seen.records.len(), records.len(), "{ctx}");

@@ -721,6 +721,9 @@ struct Harness {
     failed: bool,
     taken_since_event: usize,
     max_taken_since_event: usize,
+    /// Takes records one at a time with `record_ready` + `poll_record` whenever one is
+    /// ready (as the drivers' `next_record` does), `poll_event` otherwise.
+    one_by_one: bool,
 }
 
 impl Harness {
@@ -737,6 +740,7 @@ impl Harness {
             failed: false,
             taken_since_event: 0,
             max_taken_since_event: 0,
+            one_by_one: false,
         }
     }
 
@@ -836,6 +840,21 @@ impl Harness {
         let mut count = 0;
         let mut idle_batches = 0;
         loop {
+            if self.one_by_one && self.session.record_ready() {
+                let rec = self
+                    .session
+                    .poll_record()
+                    .expect("record_ready promised a record");
+                let bytes: &[u8] = rec.as_ref();
+                assert_eq!(bytes.len(), rec.record_size());
+                assert!(
+                    !matches!(bytes[1], rtype::SYSTEM | rtype::ERROR),
+                    "notices come as their own events"
+                );
+                self.events.push(Ev::Record(bytes.to_vec()));
+                count += 1;
+                continue;
+            }
             let event = match self.session.poll_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
@@ -1304,9 +1323,27 @@ fn whole_session(
     each: bool,
     chunks: Chunks,
 ) -> Harness {
+    whole_session_taken(config, mode, recs, each, chunks, false)
+}
+
+/// [`whole_session`], taking records one by one when `one_by_one`.
+fn whole_session_taken(
+    config: LiveConfig,
+    mode: ZstdMode,
+    recs: &[GwRecord],
+    each: bool,
+    chunks: Chunks,
+    one_by_one: bool,
+) -> Harness {
     let mut gw = Gateway::new();
     gw.zstd_mode = mode;
-    let mut h = Harness::started(config, gw, chunks);
+    let mut h = Harness::new(config, gw, chunks);
+    h.one_by_one = one_by_one;
+    h.session
+        .subscribe(Subscription::new(Schema::Mbo, ["ESH1"]).start(Start::Nanos(0)))
+        .unwrap();
+    h.session.start(h.now).unwrap();
+    h.connect();
     if each {
         h.gw.publish_each(recs.to_vec());
     } else {
@@ -2295,17 +2332,20 @@ fn proptest_config(cases: u32) -> ProptestConfig {
 proptest! {
     #![proptest_config(proptest_config(48))]
 
-    /// Any chunking of the gateway's bytes gives the same events as one input each.
+    /// Any chunking of the gateway's bytes gives the same events as one input each,
+    /// with records taken in batches or one by one (`record_ready` + `poll_record`).
     #[test]
     fn any_chunking_gives_the_same_events(
         case in 0u8..4,
         sizes in vec(1usize..400, 1..40),
         each in any::<bool>(),
+        one_by_one in any::<bool>(),
     ) {
         let (cfg, mode) = compression_case(case);
         let recs = scripted_records();
         let whole = whole_session(cfg.clone(), mode, &recs, each, Chunks::Whole);
-        let split = whole_session(cfg, mode, &recs, each, Chunks::Sizes(sizes, 0));
+        let split =
+            whole_session_taken(cfg, mode, &recs, each, Chunks::Sizes(sizes, 0), one_by_one);
         prop_assert_eq!(&whole.gw.conn.out, &split.gw.conn.out);
         prop_assert_eq!(whole.events.len(), split.events.len());
         prop_assert!(whole.events == split.events, "event sequences differ");
@@ -2383,6 +2423,7 @@ proptest! {
         cuts in vec(0usize..900, 1..4),
         case in 0u8..3,
         chunk in 1usize..120,
+        one_by_one in any::<bool>(),
     ) {
         let (cfg, mode) = compression_case(case);
         let mut history = Vec::new();
@@ -2401,6 +2442,7 @@ proptest! {
         let mut gw = Gateway::new();
         gw.zstd_mode = mode;
         let mut h = Harness::new(cfg, gw, Chunks::sizes(&[chunk]));
+        h.one_by_one = one_by_one;
         h.session
             .subscribe(Subscription::new(Schema::Mbo, ["ESH1"]).start(Start::Nanos(0)))
             .unwrap();

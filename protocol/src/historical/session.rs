@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use base64::Engine as _;
-use dbn::Metadata;
+use dbn::{Metadata, RecordRef};
 
 use super::endpoints::{JsonRequest, JsonResponse};
 use super::params::GetRangeParams;
@@ -398,6 +398,51 @@ impl HistoricalSession {
             if !self.pump() {
                 return Ok(None);
             }
+        }
+    }
+
+    /// Whether [`poll_record`](Self::poll_record) hands out a record now: the next
+    /// [`poll_event`](Self::poll_event) would be [`HistoricalEvent::Records`] and its
+    /// first record is complete. `false` says nothing about what comes instead;
+    /// `poll_event` does.
+    ///
+    /// It borrows nothing, so a driver that hands out one record per call can ask it
+    /// before taking the record with `poll_record` and return that record, where
+    /// holding a polled event across other calls on the session would not compile.
+    pub fn record_ready(&mut self) -> bool {
+        if !self.pending.is_empty() || self.body_copy.as_ref().is_some_and(|c| !c.is_empty()) {
+            return false;
+        }
+        match &mut self.reading {
+            Reading::Range {
+                stream,
+                finished: false,
+                failed: false,
+                ..
+            } => stream.peek_rtype().is_some(),
+            _ => false,
+        }
+    }
+
+    /// The next record of the `get_range` in flight when
+    /// [`record_ready`](Self::record_ready) is true, delivered exactly as the first
+    /// record of the batch [`poll_event`](Self::poll_event) would return; `None`, with
+    /// nothing consumed, otherwise.
+    ///
+    /// One record per call costs less here than through `poll_event`, which sets up
+    /// a whole batch; for many records, batches cost least.
+    #[must_use = "a polled record must be handled"]
+    pub fn poll_record(&mut self) -> Option<RecordRef<'_>> {
+        if !self.record_ready() {
+            return None;
+        }
+        match &mut self.reading {
+            Reading::Range { stream, .. } => match stream.poll() {
+                Ok(Decoded::Record(record)) => Some(record),
+                // `peek_rtype` saw a complete record, so `poll` returns it.
+                _ => None,
+            },
+            _ => None,
         }
     }
 

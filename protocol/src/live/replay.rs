@@ -213,6 +213,12 @@ impl Delivery {
         self.replayed = self.last();
     }
 
+    /// Whether replayed duplicates may still be dropped (a gap-filling reconnect's
+    /// replay has not reached a new record yet).
+    pub(crate) fn replay_pending(&self) -> bool {
+        self.replayed.is_some()
+    }
+
     /// Stops dropping (a reconnect without replay).
     pub(crate) fn no_replay(&mut self) {
         self.replayed = None;

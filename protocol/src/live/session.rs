@@ -234,6 +234,11 @@ pub struct LiveSession {
     /// `poll_event` has returned `failure` at least once.
     failure_reported: bool,
     delivery: Delivery,
+    /// The stream offset of the record [`record_ready`](Self::record_ready) last found
+    /// ready: the stream's bytes at an offset never change, so
+    /// [`poll_record`](Self::poll_record) takes that record without looking again.
+    /// Cleared with the stream (a new connection's offsets start over).
+    ready_at: Option<u64>,
     /// The policy of a reconnect in progress (until re-authenticated).
     reconnecting: Option<ReconnectPolicy>,
 }
@@ -266,6 +271,7 @@ impl LiveSession {
             failure: None,
             failure_reported: false,
             delivery: Delivery::default(),
+            ready_at: None,
             reconnecting: None,
         })
     }
@@ -510,6 +516,61 @@ impl LiveSession {
         }
     }
 
+    /// Whether [`poll_record`](Self::poll_record) hands out a record now: the next
+    /// [`poll_event`](Self::poll_event) would be [`LiveEvent::Records`], its first
+    /// record is complete, and no gap-filling replay check is pending (such records
+    /// may be dropped as duplicates: `poll_event` handles them). `false` says nothing
+    /// about what comes instead; `poll_event` does.
+    ///
+    /// It borrows nothing, so a driver that hands out one record per call can ask it
+    /// before taking the record with `poll_record` and return that record, where
+    /// holding a polled event across other calls on the session would not compile.
+    pub fn record_ready(&mut self) -> bool {
+        let ready = self.pending.is_empty()
+            && self.stream_active
+            && !self.delivery.replay_pending()
+            && self
+                .stream
+                .peek_rtype()
+                .is_some_and(|rtype| Class::of(rtype) != Class::Notice);
+        // `peek_rtype` released what was delivered: the record is at the head.
+        self.ready_at = ready.then(|| self.stream.dbn().bytes_delivered());
+        ready
+    }
+
+    /// The next market-data record or symbol mapping when
+    /// [`record_ready`](Self::record_ready) is true, delivered exactly as the first
+    /// record of the batch [`poll_event`](Self::poll_event) would return; `None`, with
+    /// nothing consumed, otherwise.
+    ///
+    /// One record per call costs less here than through `poll_event`, which sets up
+    /// a whole batch; for many records, batches cost least.
+    #[must_use = "a polled record must be handled"]
+    pub fn poll_record(&mut self) -> Option<RecordRef<'_>> {
+        // Still at the record `record_ready` found (nothing was taken since, and no
+        // event was queued before it), or it is asked again.
+        let checked = self.ready_at.take().is_some_and(|at| {
+            at == self.stream.dbn().bytes_delivered()
+                && self.pending.is_empty()
+                && self.stream_active
+        });
+        if !checked && !self.record_ready() {
+            return None;
+        }
+        self.ready_at = None;
+        match self.stream.poll() {
+            Ok(Decoded::Record(record)) => {
+                // No replay is pending, so the record is admitted (and counted).
+                let admitted = self
+                    .delivery
+                    .admit_as(Class::of(record.header().rtype), &record);
+                admitted.then_some(record)
+            }
+            // `peek_rtype` saw a complete record, so `poll` returns it.
+            _ => None,
+        }
+    }
+
     /// Prepares the session for a new connection that is up at `now`, keeping its
     /// subscriptions, which are sent again after authentication as `policy` says; if
     /// the session had been started, `start_session` follows.
@@ -531,6 +592,7 @@ impl LiveSession {
             ));
         }
         self.stream = Self::new_stream(&self.config)?;
+        self.ready_at = None;
         self.phase = Phase::Greeting;
         self.lines = LineReader::new(self.config.max_line_len);
         self.transmit.clear();
