@@ -398,6 +398,14 @@ impl HistoricalConnection {
     /// truncation, timeouts, transport), after every record before it.
     #[must_use = "records and errors must be handled"]
     pub fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
+        // The record path: records are handed out (not counted into a file), one is
+        // buffered and nothing comes before it.
+        if self.held.is_none()
+            && matches!(self.request, Some(Request::Records))
+            && self.session.record_ready()
+        {
+            return Ok(self.session.poll_record());
+        }
         match self.next_item(false)? {
             Some(HistoricalItem::Record(record)) => Ok(Some(record)),
             _ => Ok(None),

@@ -484,6 +484,15 @@ impl LiveConnection {
     /// connection ending inside a record is kind [`ErrorKind::Truncated`].
     #[must_use = "records and errors must be handled"]
     pub fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
+        // The record path: a record is buffered and nothing else comes first (no kept
+        // step, no end, no replay check), so it is taken as is.
+        if self.held.is_none()
+            && !self.finished
+            && !self.replay_guard
+            && self.session.record_ready()
+        {
+            return Ok(self.session.poll_record());
+        }
         match self.next_item(false)? {
             Some(LiveItem::Record(record) | LiveItem::Gateway { record, .. }) => Ok(Some(record)),
             _ => Ok(None),

@@ -645,6 +645,24 @@ impl RangeStream<'_> {
     /// After every record before it: kind `Truncated` when the body was cut,
     /// `Timeout`, `Tls`, `Protocol`, `Decompression`, `Io`.
     pub async fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
+        // The record path: a record is buffered and nothing comes before it.
+        let ready = !self.done
+            && self
+                .client
+                .conn
+                .as_mut()
+                .is_some_and(|conn| conn.session.record_ready());
+        if ready {
+            return match self
+                .client
+                .conn
+                .as_mut()
+                .and_then(|conn| conn.session.poll_record())
+            {
+                Some(record) => Ok(Some(record)),
+                None => Err(Error::internal("a ready record vanished")),
+            };
+        }
         // The first record of the next batch; the rest stay buffered when it drops.
         match self.next_batch().await? {
             Some(mut batch) => batch

@@ -426,6 +426,19 @@ impl LiveClient {
     /// (heartbeat), `Protocol`, `Decompression`, `Io`; with automatic reconnect, the
     /// last error once the attempts run out.
     pub async fn next_record(&mut self) -> Result<Option<RecordRef<'_>>, Error> {
+        // The record path: a record is buffered and nothing else comes first (no kept
+        // step, no end, no reconnect, no replay check), so it is taken as is.
+        if self.waiting.is_none()
+            && self.finished.is_none()
+            && self.reconnect_at.is_none()
+            && !self.replay_copy
+            && self.session.record_ready()
+        {
+            return match self.session.poll_record() {
+                Some(record) => Ok(Some(record)),
+                None => Err(Error::internal("a ready record vanished")),
+            };
+        }
         loop {
             match self.next_step().await? {
                 Step::Batch => break,
