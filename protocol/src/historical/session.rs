@@ -192,6 +192,11 @@ pub struct HistoricalSession {
     body_copy: Option<Vec<u8>>,
     /// `body_copy` was handed out by the last poll; the next poll empties it.
     body_copy_handed: bool,
+    /// The stream offset of the record [`record_ready`](Self::record_ready) last found
+    /// ready: the stream's bytes at an offset never change, so
+    /// [`poll_record`](Self::poll_record) takes that record without looking again.
+    /// Cleared by every request (a new body's offsets start over).
+    ready_at: Option<u64>,
 }
 
 /// How many raw body bytes `get_range_copy` holds before it stops taking input.
@@ -216,6 +221,7 @@ impl HistoricalSession {
             closed: false,
             body_copy: None,
             body_copy_handed: false,
+            ready_at: None,
         })
     }
 
@@ -247,6 +253,7 @@ impl HistoricalSession {
             .header("Accept", "application/octet-stream");
         self.send(request)?;
         self.body_copy = None;
+        self.ready_at = None;
         self.reading = Reading::Range {
             stream: Box::new(stream),
             body_ended: false,
@@ -410,6 +417,7 @@ impl HistoricalSession {
     /// before taking the record with `poll_record` and return that record, where
     /// holding a polled event across other calls on the session would not compile.
     pub fn record_ready(&mut self) -> bool {
+        self.ready_at = None;
         if !self.pending.is_empty() || self.body_copy.as_ref().is_some_and(|c| !c.is_empty()) {
             return false;
         }
@@ -419,7 +427,12 @@ impl HistoricalSession {
                 finished: false,
                 failed: false,
                 ..
-            } => stream.peek_rtype().is_some(),
+            } => {
+                let ready = stream.peek_rtype().is_some();
+                // `peek_rtype` released what was delivered: the record is at the head.
+                self.ready_at = ready.then(|| stream.dbn().bytes_delivered());
+                ready
+            }
             _ => false,
         }
     }
@@ -433,9 +446,21 @@ impl HistoricalSession {
     /// a whole batch; for many records, batches cost least.
     #[must_use = "a polled record must be handled"]
     pub fn poll_record(&mut self) -> Option<RecordRef<'_>> {
-        if !self.record_ready() {
+        // Still at the record `record_ready` found (nothing was taken since, and no
+        // event was queued before it), or it is asked again.
+        let at = self.ready_at.take();
+        let checked = at.is_some()
+            && self.pending.is_empty()
+            && self.body_copy.as_ref().is_none_or(|c| c.is_empty())
+            && matches!(
+                &self.reading,
+                Reading::Range { stream, finished: false, failed: false, .. }
+                    if Some(stream.dbn().bytes_delivered()) == at
+            );
+        if !checked && !self.record_ready() {
             return None;
         }
+        self.ready_at = None;
         match &mut self.reading {
             Reading::Range { stream, .. } => match stream.poll() {
                 Ok(Decoded::Record(record)) => Some(record),
