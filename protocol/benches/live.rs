@@ -19,10 +19,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use dbn::Schema;
 use dbn::decode::dbn::fsm::{DbnFsm, ProcessResult};
-use dbn::encode::{EncodeRecord, dbn::Encoder};
-use dbn::{FlagSet, MboMsg, MetadataBuilder, RecordRef, SType, Schema, rtype};
 use dbn_pipe_protocol::live::{ApiKey, LiveConfig, LiveEvent, LiveSession, Subscription};
+
+mod common;
+
+use common::{Checksum, mbo_stream};
 
 /// Bytes per read offered to the session.
 const CHUNK: usize = 64 * 1024;
@@ -30,54 +33,6 @@ const CHUNK: usize = 64 * 1024;
 const RECORDS: u64 = 200_000;
 /// Timed passes per contender.
 const PASSES: usize = 31;
-const START_NS: u64 = 1_609_160_400_000_000_000;
-
-fn mbo_stream(count: u64) -> Vec<u8> {
-    let metadata = MetadataBuilder::new()
-        .dataset("GLBX.MDP3".to_owned())
-        .schema(Some(Schema::Mbo))
-        .start(START_NS)
-        .stype_in(Some(SType::RawSymbol))
-        .stype_out(SType::InstrumentId)
-        .build();
-    let mut out = Vec::with_capacity(count as usize * size_of::<MboMsg>() + 1024);
-    {
-        let mut encoder = Encoder::new(&mut out, &metadata).expect("encode metadata");
-        for i in 0..count {
-            let mut rec = MboMsg::default();
-            rec.hd.rtype = rtype::MBO;
-            rec.hd.publisher_id = 1;
-            rec.hd.instrument_id = 5482 + (i % 4) as u32;
-            rec.hd.ts_event = START_NS + i * 1_000;
-            rec.order_id = 647_784_973_705 + i;
-            rec.price = 3_722_750_000_000 + ((i % 64) as i64) * 250_000_000;
-            rec.size = 1 + (i % 10) as u32;
-            rec.flags = FlagSet::empty();
-            rec.ts_recv = rec.hd.ts_event + 275;
-            encoder.encode_record(&rec).expect("encode record");
-        }
-    }
-    out
-}
-
-/// Record count plus a sum over every record of `ts_event` and its length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Checksum {
-    records: u64,
-    sum: u64,
-}
-
-impl Checksum {
-    #[inline(always)]
-    fn add(&mut self, rec: RecordRef<'_>) {
-        self.records += 1;
-        self.sum = self
-            .sum
-            .wrapping_add(rec.header().ts_event)
-            .wrapping_add(rec.header().record_size() as u64);
-    }
-}
-
 /// A session that authenticated and started, ready for the DBN stream.
 fn started_session(now: Instant) -> LiveSession {
     let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE").expect("test key");

@@ -135,28 +135,12 @@ impl Pair {
 fn drain(client: &mut HistoricalSession, seen: &mut Seen) -> usize {
     let mut count = 0;
     loop {
-        match client.poll_event() {
-            Ok(Some(event)) => {
-                count += 1;
-                match event {
-                    HistoricalEvent::Warning(w) => seen.warnings.push(w),
-                    HistoricalEvent::Metadata(m) => seen.metadata = Some(*m),
-                    HistoricalEvent::Records(batch) => {
-                        seen.records.extend(batch.map(|r| r.as_ref().to_vec()));
-                    }
-                    HistoricalEvent::Json(j) => seen.json.push(j),
-                    HistoricalEvent::Body(bytes) => seen.body.extend_from_slice(bytes),
-                    HistoricalEvent::Done => seen.done += 1,
-                }
-            }
-            Ok(None) => return count,
-            Err(err) => {
-                if seen.error.is_none() {
-                    count += 1;
-                }
-                seen.error = Some(err);
-                return count;
-            }
+        match drain_one(client, seen) {
+            0 => return count,
+            n => count += n,
+        }
+        if seen.error.is_some() {
+            return count;
         }
     }
 }
