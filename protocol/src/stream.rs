@@ -271,6 +271,9 @@ impl StreamDecoder {
 
     /// Moves decompressed bytes zstd still holds into the DBN decoder once it has no
     /// complete record left, then settles the end of input if it was reached.
+    // Inlined: every poll passes here, and on plain input before the end it does
+    // nothing but these two tests.
+    #[inline]
     fn pump(&mut self) {
         if let Mode::Zstd(zstd) = &self.mode {
             if zstd.output_pending() && self.dbn.wants_input() {
@@ -278,8 +281,11 @@ impl StreamDecoder {
                 debug_assert_eq!(fed, 0);
             }
         }
-        if let Some(Err(_)) = self.settle_eof() {
-            // The error is now sticky in the DBN decoder; the poll returns it in order.
+        if self.eof {
+            if let Some(Err(_)) = self.settle_eof() {
+                // The error is now sticky in the DBN decoder; the poll returns it in
+                // order.
+            }
         }
     }
 

@@ -132,6 +132,12 @@ pub struct DbnDecoder {
     /// The last batch's yielded bytes, kept up to date by the batch as two parts: the
     /// offset where its current run starts, and the run's bytes yielded.
     batch_yielded: [usize; 2],
+    /// The header bytes (length byte and `rtype`, little-endian) and length of the last
+    /// record [`poll`](Self::poll) framed in full and handed out in place, unconverted
+    /// and without field checks: a record repeating those two bytes passes the same
+    /// framing (as in a batch's run), so `poll` and `peek_rtype` take it after
+    /// comparing them and checking it is whole and aligned.
+    repeat: Option<(u16, usize)>,
     /// Aligned scratch space for converted and realigned records.
     scratch: AlignedBuf,
     /// Aligned staging area for a misaligned record that must be converted.
@@ -266,6 +272,7 @@ impl DbnDecoder {
             delivered: 0,
             batch_len: 0,
             batch_yielded: [0; 2],
+            repeat: None,
             failure: None,
             upstream_failure: None,
             eof: false,
@@ -331,6 +338,23 @@ impl DbnDecoder {
         }
         let tail = self.tail;
         &mut self.buf.bytes_mut()[tail..]
+    }
+
+    /// The length of the record after those delivered when it repeats the header
+    /// bytes of [`repeat`](Self::repeat), is whole and starts aligned, with no batch
+    /// pending and no error; `None` otherwise (the full path decides).
+    #[inline(always)]
+    fn repeated_next(&self) -> Option<usize> {
+        let (header, len) = self.repeat?;
+        if self.batch_len != 0 || self.failure.is_some() {
+            return None;
+        }
+        let next = self.head + self.delivered;
+        if next + len > self.tail || next % RECORD_ALIGN != 0 {
+            return None;
+        }
+        let bytes = self.buf.bytes();
+        (u16::from_le_bytes([bytes[next], bytes[next + 1]]) == header).then_some(len)
     }
 
     /// Frees delivered records and compacts; `false` when no input may be taken
@@ -409,6 +433,24 @@ impl DbnDecoder {
     /// before it was delivered. Errors are sticky.
     #[must_use = "a polled record or error must be handled"]
     pub fn poll(&mut self) -> Result<Decoded<RecordRef<'_>>, Error> {
+        if let Some(len) = self.repeated_next() {
+            self.release();
+            self.delivered = len;
+            let head = self.head;
+            // `record_at` cannot refuse a whole, aligned record (`repeated_next`).
+            return record_at(&self.buf.bytes()[head..head + len])
+                .map(Decoded::Record)
+                .ok_or_else(|| {
+                    internal_error(
+                        self.head_offset,
+                        Frame {
+                            len,
+                            upgrade: Upgrade::None,
+                            checked: false,
+                        },
+                    )
+                });
+        }
         if let Some(step) = self.poll_prologue() {
             return step;
         }
@@ -430,6 +472,13 @@ impl DbnDecoder {
             None
         };
         self.delivered = frame.len;
+        if placed.is_none() && joins_run(frame) {
+            let bytes = self.buf.bytes();
+            self.repeat = Some((
+                u16::from_le_bytes([bytes[head], bytes[head + 1]]),
+                frame.len,
+            ));
+        }
         let rec = match placed {
             Some(n) => record_at(&self.scratch.bytes()[..n]),
             None => record_at(&self.buf.bytes()[head..head + frame.len]),
@@ -555,6 +604,9 @@ impl DbnDecoder {
     /// (metadata, an error) comes before it; lets a caller route a record before
     /// taking it.
     pub fn peek_rtype(&mut self) -> Option<u8> {
+        if let Some((header, _)) = self.repeat.filter(|_| self.repeated_next().is_some()) {
+            return Some(header.to_le_bytes()[1]);
+        }
         self.release();
         if self.failure.is_some() || self.metadata.is_some() || self.header.is_some() {
             return None;
@@ -1329,6 +1381,60 @@ mod tests {
             matches!(dec.poll_batch(1), Err(Error::RecordLength { .. })),
             "sticky"
         );
+    }
+
+    /// `poll` one record at a time: repeated records are taken after the two-byte
+    /// compare, and everything that is not one (another type, a short record, a
+    /// misaligned one, one cut off) goes through full framing with its own result.
+    #[test]
+    fn poll_hands_out_repeated_records_and_frames_the_rest_in_full() {
+        let mut stream: Vec<u8> = (0..10).flat_map(mbo).collect();
+        stream.extend(trade(10));
+        stream.extend((11..20).flat_map(mbo));
+        // 20 bytes of an unknown type: the next records start off the 8-byte grid.
+        let mut odd = vec![5u8, 0xEE, 0, 0];
+        odd.resize(20, 0);
+        stream.extend(&odd);
+        stream.extend((21..25).flat_map(mbo));
+        let mut short = trade(25);
+        short[1] = rtype::MBO; // 48 bytes: shorter than an MBO record
+        stream.extend(&short);
+        for piece in [1usize, 7, 56, 57, usize::MAX] {
+            let mut dec = fragment_decoder();
+            let mut seen = Vec::new();
+            let mut fed = 0;
+            let err = loop {
+                match dec.poll() {
+                    Ok(Decoded::Record(rec)) => {
+                        assert_eq!(rec.as_ref().as_ptr() as usize % 8, 0, "aligned");
+                        assert_eq!(rec.as_ref().len(), rec.header().record_size());
+                        seen.push((rec.header().rtype, rec.header().ts_event));
+                    }
+                    Ok(Decoded::NeedInput(_)) if fed < stream.len() => {
+                        let end = fed.saturating_add(piece).min(stream.len());
+                        fed += dec.handle_input(&stream[fed..end]);
+                    }
+                    Ok(other) => panic!("piece {piece}: unexpected {other:?}"),
+                    Err(err) => break err,
+                }
+            };
+            let expected: Vec<(u8, u64)> = (0..25)
+                .map(|i| match i {
+                    10 => (rtype::MBP_0, 10),
+                    20 => (0xEE, 0),
+                    i => (rtype::MBO, i),
+                })
+                .collect();
+            assert_eq!(seen, expected, "piece {piece}");
+            match err {
+                Error::RecordTooShort { offset, .. } => {
+                    assert_eq!(offset, 23 * 56 + 48 + 20, "piece {piece}");
+                }
+                other => panic!("piece {piece}: expected RecordTooShort, got {other:?}"),
+            }
+            // The error is sticky: no repeated record is taken after it.
+            assert!(dec.poll().is_err());
+        }
     }
 
     #[test]
