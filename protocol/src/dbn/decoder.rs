@@ -432,25 +432,29 @@ impl DbnDecoder {
     /// The first framing, format, metadata or truncation error, after every record
     /// before it was delivered. Errors are sticky.
     #[must_use = "a polled record or error must be handled"]
+    // Inlined, with the step for a repeated record; the rest is `poll_framed`.
+    #[inline]
     pub fn poll(&mut self) -> Result<Decoded<RecordRef<'_>>, Error> {
         if let Some(len) = self.repeated_next() {
-            self.release();
+            // What `release` does, knowing that no batch is pending and a record
+            // follows the delivered bytes.
+            let next = self.head + self.delivered;
+            self.head_offset += self.delivered as u64;
+            self.head = next;
             self.delivered = len;
-            let head = self.head;
+            let offset = self.head_offset;
             // `record_at` cannot refuse a whole, aligned record (`repeated_next`).
-            return record_at(&self.buf.bytes()[head..head + len])
+            return record_at(&self.buf.bytes()[next..next + len])
                 .map(Decoded::Record)
-                .ok_or_else(|| {
-                    internal_error(
-                        self.head_offset,
-                        Frame {
-                            len,
-                            upgrade: Upgrade::None,
-                            checked: false,
-                        },
-                    )
-                });
+                .ok_or_else(|| repeated_error(offset, len));
         }
+        self.poll_framed()
+    }
+
+    /// [`poll`](Self::poll) for everything but a repeated record: the prologue, then
+    /// the record at the head framed in full.
+    #[inline(never)]
+    fn poll_framed(&mut self) -> Result<Decoded<RecordRef<'_>>, Error> {
         if let Some(step) = self.poll_prologue() {
             return step;
         }
@@ -603,10 +607,17 @@ impl DbnDecoder {
     /// The `rtype` of the next record when a complete one is buffered and nothing
     /// (metadata, an error) comes before it; lets a caller route a record before
     /// taking it.
+    #[inline]
     pub fn peek_rtype(&mut self) -> Option<u8> {
         if let Some((header, _)) = self.repeat.filter(|_| self.repeated_next().is_some()) {
             return Some(header.to_le_bytes()[1]);
         }
+        self.peek_framed()
+    }
+
+    /// [`peek_rtype`](Self::peek_rtype) for everything but a repeated record.
+    #[inline(never)]
+    fn peek_framed(&mut self) -> Option<u8> {
         self.release();
         if self.failure.is_some() || self.metadata.is_some() || self.header.is_some() {
             return None;
@@ -824,6 +835,20 @@ impl DbnDecoder {
         let err = internal_error(self.head_offset, frame);
         self.fail(err)
     }
+}
+
+/// [`internal_error`] for a repeated record of `len` bytes at `offset`.
+#[cold]
+#[inline(never)]
+fn repeated_error(offset: u64, len: usize) -> Error {
+    internal_error(
+        offset,
+        Frame {
+            len,
+            upgrade: Upgrade::None,
+            checked: false,
+        },
+    )
 }
 
 /// The error for a record that passed framing yet could not be handed out (no input
