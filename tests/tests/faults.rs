@@ -803,6 +803,24 @@ fn print_bomb(body: &[u8], records: u64) {
     );
 }
 
+/// The child read the first `BOMB_READ` records of the bomb without a failure, and
+/// they are exactly the oracle's.
+fn assert_read_bomb_prefix<D: FaultDriver>(report: &ChildReport, body: &[u8]) {
+    assert!(
+        report.failure().is_none(),
+        "{}: {:?}",
+        D::NAME,
+        report.failure()
+    );
+    assert_eq!(report.u64("records"), BOMB_READ, "{}", D::NAME);
+    assert_eq!(
+        report.str("digest"),
+        oracle_prefix(body, BOMB_READ).digest(),
+        "{}: the records",
+        D::NAME
+    );
+}
+
 fn zstd_bomb_download_streams_in_bounded_memory<D: FaultDriver>() {
     let (body, records) = bomb();
     print_bomb(&body, records);
@@ -817,20 +835,7 @@ fn zstd_bomb_download_streams_in_bounded_memory<D: FaultDriver>() {
         }),
         |_, _| {},
     );
-    assert!(
-        report.failure().is_none(),
-        "{}: {:?}",
-        D::NAME,
-        report.failure()
-    );
-    let expected = oracle_prefix(&body, BOMB_READ);
-    assert_eq!(report.u64("records"), BOMB_READ, "{}", D::NAME);
-    assert_eq!(
-        report.str("digest"),
-        expected.digest(),
-        "{}: the records",
-        D::NAME
-    );
+    assert_read_bomb_prefix::<D>(&report, &body);
     check_bound(
         "zstd_bomb_download_peak",
         D::NAME,
@@ -847,20 +852,7 @@ fn zstd_bomb_live_streams_in_bounded_memory<D: FaultDriver>() {
         json!({ "job": "live", "addr": gw.addr().to_string(), "max": BOMB_READ, "zstd": true }),
         |_, _| {},
     );
-    assert!(
-        report.failure().is_none(),
-        "{}: {:?}",
-        D::NAME,
-        report.failure()
-    );
-    let expected = oracle_prefix(&body, BOMB_READ);
-    assert_eq!(report.u64("records"), BOMB_READ, "{}", D::NAME);
-    assert_eq!(
-        report.str("digest"),
-        expected.digest(),
-        "{}: the records",
-        D::NAME
-    );
+    assert_read_bomb_prefix::<D>(&report, &body);
     let logs = logs(&gw, 1);
     assert!(
         matches!(
