@@ -416,6 +416,8 @@ impl HistoricalSession {
     /// It borrows nothing, so a driver that hands out one record per call can ask it
     /// before taking the record with `poll_record` and return that record, where
     /// holding a polled event across other calls on the session would not compile.
+    /// The loop is the one shown on
+    /// [`LiveSession::record_ready`](crate::live::LiveSession::record_ready).
     pub fn record_ready(&mut self) -> bool {
         self.ready_at = None;
         if !self.pending.is_empty() || self.body_copy.as_ref().is_some_and(|c| !c.is_empty()) {

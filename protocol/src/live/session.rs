@@ -525,6 +525,47 @@ impl LiveSession {
     /// It borrows nothing, so a driver that hands out one record per call can ask it
     /// before taking the record with `poll_record` and return that record, where
     /// holding a polled event across other calls on the session would not compile.
+    ///
+    /// # Example
+    ///
+    /// Records one at a time, everything else from `poll_event`:
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use dbn::Schema;
+    /// use dbn_pipe_protocol::live::{ApiKey, LiveConfig, LiveEvent, LiveSession, Subscription};
+    ///
+    /// # fn main() -> Result<(), dbn_pipe_protocol::Error> {
+    /// let key = ApiKey::new("db-0123456789abcdefghijklmnABCDE")?;
+    /// let now = Instant::now();
+    /// let mut session = LiveSession::new(LiveConfig::new(key, "GLBX.MDP3"), now)?;
+    /// session.subscribe(Subscription::new(Schema::Mbo, ["ESH1"]))?;
+    /// session.start(now)?;
+    /// let mut to_gateway = Vec::new();
+    /// for read in dbn_pipe_protocol::doc_support::scripted_gateway() {
+    ///     assert_eq!(session.handle_input(now, &read), read.len());
+    ///     let _ = session.poll_transmit(&mut to_gateway);
+    /// }
+    /// session.handle_eof();
+    /// let mut order_ids = Vec::new();
+    /// loop {
+    ///     if session.record_ready() {
+    ///         let record = session.poll_record().expect("record_ready said so");
+    ///         if let Some(mbo) = record.get::<dbn::MboMsg>() {
+    ///             order_ids.push(mbo.order_id);
+    ///         }
+    ///         continue;
+    ///     }
+    ///     match session.poll_event()? {
+    ///         Some(LiveEvent::Closed(closed)) => assert!(closed.is_clean()),
+    ///         Some(_) => {} // authentication, metadata, notices
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(order_ids, [647_784_973_705, 647_784_973_706]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn record_ready(&mut self) -> bool {
         let ready = self.pending.is_empty()
             && self.stream_active
