@@ -644,6 +644,11 @@ impl DbnDecoder {
     /// Whether a poll now would only ask for more input (no record, metadata or error
     /// is ready).
     pub(crate) fn wants_input(&mut self) -> bool {
+        // A repeated record is ready (the zstd layer asks before every poll while it
+        // holds output).
+        if self.repeated_next().is_some() {
+            return false;
+        }
         self.release();
         if self.failure.is_some() || self.metadata.is_some() || self.upstream_failure.is_some() {
             return false;
