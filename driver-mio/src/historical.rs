@@ -404,7 +404,12 @@ impl HistoricalConnection {
             && matches!(self.request, Some(Request::Records))
             && self.session.record_ready()
         {
-            return Ok(self.session.poll_record());
+            return match self.session.poll_record() {
+                Some(record) => Ok(Some(record)),
+                None => Err(Error::Session(dbn_pipe_protocol::Error::driver_internal(
+                    "a ready record vanished",
+                ))),
+            };
         }
         match self.next_item(false)? {
             Some(HistoricalItem::Record(record)) => Ok(Some(record)),

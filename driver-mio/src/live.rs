@@ -491,7 +491,12 @@ impl LiveConnection {
             && !self.replay_guard
             && self.session.record_ready()
         {
-            return Ok(self.session.poll_record());
+            return match self.session.poll_record() {
+                Some(record) => Ok(Some(record)),
+                None => Err(Error::Session(dbn_pipe_protocol::Error::driver_internal(
+                    "a ready record vanished",
+                ))),
+            };
         }
         match self.next_item(false)? {
             Some(LiveItem::Record(record) | LiveItem::Gateway { record, .. }) => Ok(Some(record)),

@@ -129,9 +129,7 @@ impl Error {
 
     /// A state the driver's own checks rule out, reported instead of a panic.
     pub(crate) fn internal(what: &str) -> Self {
-        Self::Session(dbn_pipe_protocol::Error::InvalidRequest(format!(
-            "internal driver error: {what}"
-        )))
+        Self::Session(dbn_pipe_protocol::Error::driver_internal(what))
     }
 }
 

@@ -468,6 +468,13 @@ impl fmt::Display for HttpStatusError {
 }
 
 impl Error {
+    /// For drivers: a state the driver's own checks rule out (a session answering
+    /// against what it said a moment before), reported as a `Usage` error naming
+    /// `what` instead of a panic or a silent stall.
+    pub fn driver_internal(what: &str) -> Self {
+        Self::InvalidRequest(format!("internal driver error: {what}"))
+    }
+
     /// The category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {

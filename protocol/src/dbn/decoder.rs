@@ -609,8 +609,8 @@ impl DbnDecoder {
     /// taking it.
     #[inline]
     pub fn peek_rtype(&mut self) -> Option<u8> {
-        if let Some((header, _)) = self.repeat.filter(|_| self.repeated_next().is_some()) {
-            return Some(header.to_le_bytes()[1]);
+        if self.repeated_next().is_some() {
+            return self.repeat.map(|(header, _)| header.to_le_bytes()[1]);
         }
         self.peek_framed()
     }
